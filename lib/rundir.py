@@ -1,0 +1,221 @@
+"""The run directory: one folder per training run, the contract between the job and the pages.
+
+::
+
+    <runs_dir>/<run_id>/
+      config.json          the TrainConfig exactly as launched (never rewritten)
+      run.json             argv, pid, pgid, process create_time, host, user, created_at
+      status.json          state, step/total, heartbeat, error (atomic writes)
+      metrics.jsonl        one JSON object per log/eval/save event (append only)
+      stdout.log           the job's stdout + stderr
+      data.json            what the data loader did: sources, label mapping, split, dropped rows
+      baseline.json        TF-IDF + logistic regression scored on the same eval split
+      checkpoints/         Trainer output_dir (checkpoint-N/ with trainer_state.json)
+      model/               final export: model + tokenizer + model card
+      eval_predictions.jsonl  the eval split's predictions in dataset order
+
+Run ids are made here, never from user text: ``YYYYMMDD-HHMMSS-xxxxxx`` (UTC time plus a random
+hex suffix), created with an exclusive ``mkdir`` so two launches in the same second never share a
+folder. :func:`resolve_run_dir` is the only way a run id coming from outside becomes a path.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import secrets
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from lib.errors import RunError
+
+CONFIG = "config.json"
+RUN = "run.json"
+STATUS = "status.json"
+METRICS = "metrics.jsonl"
+LOG = "stdout.log"
+DATA_INFO = "data.json"
+BASELINE = "baseline.json"
+CHECKPOINTS = "checkpoints"
+MODEL = "model"
+PREDICTIONS = "eval_predictions.jsonl"
+UPLOADS = "_uploads"  # uploaded data files live in <runs_dir>/_uploads/<server-made name>
+
+STATES = ("queued", "running", "finished", "failed", "cancelled")
+ACTIVE_STATES = ("queued", "running")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+RUN_ID_RE = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$")
+
+
+def default_runs_dir() -> Path:
+    """``$LAB_RUNS_DIR`` when set, else ``./runs``."""
+    return Path(os.environ.get("LAB_RUNS_DIR") or "runs").expanduser().resolve()
+
+
+def new_run_id(now: float | None = None) -> str:
+    stamp = datetime.fromtimestamp(now if now is not None else time.time(), tz=timezone.utc)
+    return stamp.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def create_run_dir(runs_dir: str | os.PathLike) -> Path:
+    """Create a fresh, empty run directory with a server-made id (exclusive mkdir)."""
+    root = Path(runs_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        path = root / new_run_id()
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise RunError(f"could not create a new run directory under {root}")
+
+
+def is_run_id(text: str) -> bool:
+    return isinstance(text, str) and bool(RUN_ID_RE.match(text))
+
+
+def resolve_run_dir(runs_dir: str | os.PathLike, run_id: str) -> Path:
+    """Turn a run id from outside (CLI, URL, form) into its directory, or refuse.
+
+    Refuses anything that is not a server-made id, and a run directory that is a symlink or
+    resolves outside the runs directory.
+    """
+    if not is_run_id(run_id):
+        raise RunError(f"{run_id!r} is not a run id (expected something like 20260101-120000-a1b2c3)")
+    root = Path(runs_dir).resolve()
+    path = root / run_id
+    if path.is_symlink():
+        raise RunError(f"run {run_id} is a symbolic link; refusing to follow it out of the runs directory")
+    if not path.is_dir():
+        raise RunError(f"no run {run_id} in {root}")
+    if path.resolve().parent != root:
+        raise RunError(f"run {run_id} resolves outside the runs directory; refusing it")
+    return path
+
+
+def iter_run_dirs(runs_dir: str | os.PathLike) -> Iterator[Path]:
+    """Run directories under ``runs_dir`` (real folders with a run id name; symlinks skipped)."""
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return
+    for entry in os.scandir(root):
+        if is_run_id(entry.name) and entry.is_dir(follow_symlinks=False):
+            yield root / entry.name
+
+
+def _json_default(obj: Any):
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    return str(obj)
+
+
+def _clean(obj: Any) -> Any:
+    """Replace NaN/inf (not valid JSON) with None, recursively."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any, **kw) -> str:
+    return json.dumps(_clean(obj), default=_json_default, ensure_ascii=False, **kw)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a file so a reader sees either the old or the new content, never half of it."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # readable by the team like any other file, not mkstemp's 0600
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, dumps(obj, indent=2) + "\n")
+
+
+def read_json(path: str | os.PathLike, default: Any = None) -> Any:
+    """Read a JSON file; ``default`` when it is missing, empty or unparsable."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return default
+
+
+def append_jsonl(path: str | os.PathLike, obj: dict) -> None:
+    """Append one JSON line with a single write (readers skip a torn last line)."""
+    line = dumps(obj) + "\n"
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(line)
+        fh.flush()
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """All complete JSON lines of a file (a torn or corrupt line is skipped)."""
+    rows: list[dict] = []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if not line.endswith("\n"):
+                    break  # torn last line: being written right now
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(obj, dict):
+                    rows.append(obj)
+    except OSError:
+        pass
+    return rows
+
+
+def update_status(run_dir: str | os.PathLike, **changes: Any) -> dict:
+    """Merge ``changes`` into status.json (atomic). Returns the new status."""
+    path = Path(run_dir) / STATUS
+    status = read_json(path, default={}) or {}
+    status.update(changes)
+    status["updated_at"] = time.time()
+    atomic_write_json(path, status)
+    return status
+
+
+def read_status(run_dir: str | os.PathLike) -> dict:
+    return read_json(Path(run_dir) / STATUS, default={}) or {}
+
+
+def tail_text(path: str | os.PathLike, max_bytes: int = 4000) -> str:
+    """The last ``max_bytes`` of a text file (for log tails)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            data = fh.read()
+    except OSError:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    if size > max_bytes and "\n" in text:
+        text = text.split("\n", 1)[1]
+    return text

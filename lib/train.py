@@ -1,0 +1,531 @@
+"""The training job: the tutorial's fine-tuning recipe as a process of its own.
+
+    python -m lib.train --preset demo --runs-dir runs            # new run directory, train, export
+    python -m lib.train --config my.json --set num_train_epochs=1
+    python -m lib.train --run-dir runs/<id>                      # a run the launcher created
+    python -m lib.train --run-dir runs/<id> --resume             # continue from the newest good checkpoint
+
+The flow is the tutorial's: load the data, ``dataset.map(tokenize, batched=True)`` (``label`` kept
+beside the new ``input_ids``/``attention_mask``), ``set_format("torch")``, ``TrainingArguments``,
+``Trainer`` with a shuffled (seeded) train set and the eval set in its own order, then
+``save_pretrained`` of model and tokenizer. Around it the job keeps the run directory current
+(status.json, metrics.jsonl, stdout.log), waits its turn in the queue, scores a TF-IDF baseline,
+writes the eval predictions in dataset order and a model card.
+
+The last line of stdout is the run directory's path. Exit codes: 0 finished, 2 bad config or data
+(a short message on stderr; the traceback only in the run's log), 1 other failures, 143 cancelled.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import getpass
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from lib import rundir
+from lib.config import PRESETS, TrainConfig, preset
+from lib.errors import ConfigError, LabError
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 143
+
+
+class JobCancelled(BaseException):
+    """Raised inside the job when it receives SIGTERM (cancel from the registry)."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Arguments and precision
+# ---------------------------------------------------------------------------------------------------
+def resolve_device(config: TrainConfig) -> str:
+    import torch
+    if config.device == "cpu":
+        return "cpu"
+    if config.device == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError({"device": "device is 'cuda' but no CUDA GPU is available here; use 'auto' or 'cpu'"})
+        return "cuda"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_precision(config: TrainConfig, device: str) -> tuple[bool, bool]:
+    """(fp16, bf16) after resolving 'auto': fp16 on a CUDA GPU, as in the tutorial."""
+    import torch
+    cuda = device == "cuda"
+    bf16_ok = cuda and torch.cuda.is_bf16_supported()
+    fp16 = cuda if config.fp16 == "auto" else bool(config.fp16)
+    if config.bf16 == "auto":
+        bf16 = bf16_ok and not fp16
+    else:
+        bf16 = bool(config.bf16)
+    if (fp16 or bf16) and not cuda:
+        raise ConfigError({"fp16" if fp16 else "bf16": "mixed precision needs a CUDA GPU; set it to 'auto' or false "
+                           "on this machine"})
+    return fp16, bf16
+
+
+def tensorboard_enabled(config: TrainConfig) -> bool:
+    if config.report_tensorboard is False:
+        return False
+    try:
+        import tensorboard  # noqa: F401
+        return True
+    except ImportError:
+        if config.report_tensorboard is True:
+            raise ConfigError({"report_tensorboard": "report_tensorboard is on but tensorboard is not installed "
+                               "(pip install tensorboard), or set it to 'auto'"}) from None
+        return False
+
+
+def training_arguments_kwargs(config: TrainConfig, output_dir: str | Path, *, device: str = "cpu",
+                              tensorboard: bool = False) -> dict[str, Any]:
+    """The TrainingArguments for a config (transformers 5 names: eval_strategy, warmup_steps float...)."""
+    fp16, bf16 = resolve_precision(config, device)
+    kw: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        per_device_eval_batch_size=config.per_device_eval_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_steps,
+        lr_scheduler_type=config.lr_scheduler_type,
+        seed=config.seed,
+        eval_strategy=config.eval_strategy,
+        save_strategy=config.save_strategy,
+        logging_strategy="steps",
+        logging_steps=config.logging_steps,
+        save_total_limit=config.save_total_limit,
+        load_best_model_at_end=config.load_best_model_at_end,
+        metric_for_best_model=config.metric_for_best_model if config.load_best_model_at_end else None,
+        greater_is_better=(config.metric_for_best_model != "loss") if config.load_best_model_at_end else None,
+        fp16=fp16,
+        bf16=bf16,
+        use_cpu=device == "cpu",
+        dataloader_num_workers=config.dataloader_num_workers,
+        report_to=["tensorboard"] if tensorboard else "none",
+        disable_tqdm=True,
+        save_only_model=False,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+    )
+    if config.eval_strategy == "steps":
+        kw["eval_steps"] = config.eval_steps if config.eval_steps is not None else config.logging_steps
+    if config.save_strategy == "steps":
+        kw["save_steps"] = config.save_steps if config.save_steps is not None else 500
+    if config.dataloader_num_workers > 0:
+        kw["dataloader_persistent_workers"] = False
+    return kw
+
+
+# ---------------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------------
+def checkpoint_is_complete(path: Path) -> bool:
+    """trainer_state.json parses and the weight and optimizer files exist."""
+    state = rundir.read_json(path / "trainer_state.json")
+    if not isinstance(state, dict) or "global_step" not in state:
+        return False
+    has_weights = any(path.glob("*.safetensors"))
+    has_optimizer = (path / "optimizer.pt").is_file() or (path / "optimizer.bin").is_file()
+    return has_weights and has_optimizer
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoint folders, oldest first (by step number)."""
+    folder = Path(run_dir) / rundir.CHECKPOINTS
+    found = []
+    if folder.is_dir():
+        for p in folder.iterdir():
+            if p.is_dir() and not p.is_symlink() and p.name.startswith("checkpoint-"):
+                try:
+                    found.append((int(p.name.split("-", 1)[1]), p))
+                except ValueError:
+                    continue
+    return [p for _, p in sorted(found)]
+
+
+def newest_complete_checkpoint(run_dir: Path) -> Path | None:
+    for path in reversed(list_checkpoints(run_dir)):
+        if checkpoint_is_complete(path):
+            return path
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------------------------------
+def describe_failure(exc: BaseException, config: TrainConfig | None = None) -> dict[str, str]:
+    """{type, message, hint} for status.json, with a hint for the failures people can act on."""
+    text = str(exc) or type(exc).__name__
+    hint = ""
+    oom = "out of memory" in text.lower() or type(exc).__name__ in ("OutOfMemoryError", "MemoryError")
+    if oom:
+        if config is not None and config.per_device_train_batch_size > 1:
+            smaller = max(1, config.per_device_train_batch_size // 2)
+            accum = config.gradient_accumulation_steps * (config.per_device_train_batch_size // smaller)
+            hint = (f"Out of memory: try per_device_train_batch_size={smaller} with gradient_accumulation_steps="
+                    f"{accum} (same effective batch of {config.effective_batch_size}), or a smaller max_length.")
+        else:
+            hint = "Out of memory: use a smaller max_length or a smaller model."
+        text = "out of memory: " + text if "out of memory" not in text.lower() else text
+    elif isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        hint = "No space left on the device that holds the runs directory: free space, then resume the run."
+        text = "no space left on device: " + text
+    elif isinstance(exc, LabError):
+        hint = ""
+    return {"type": type(exc).__name__, "message": text[:2000], "hint": hint}
+
+
+class _Tee:
+    """Write to the terminal and to the run's log (direct CLI use)."""
+
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, data):
+        for s in self.streams:
+            try:
+                s.write(data)
+                s.flush()
+            except (OSError, ValueError):
+                pass
+        return len(data)
+
+    def flush(self):
+        for s in self.streams:
+            try:
+                s.flush()
+            except (OSError, ValueError):
+                pass
+
+    def isatty(self):
+        return False
+
+
+def _same_file(stream, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(stream.fileno()), os.stat(path))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+# ---------------------------------------------------------------------------------------------------
+# The job
+# ---------------------------------------------------------------------------------------------------
+def write_run_json(run_dir: Path, argv: list[str], **extra: Any) -> dict:
+    import psutil
+    me = psutil.Process()
+    info = {"argv": argv, "pid": os.getpid(), "pgid": os.getpgid(0), "create_time": me.create_time(),
+            "host": socket.gethostname(), "user": getpass.getuser(), "created_at": time.time(), **extra}
+    existing = rundir.read_json(run_dir / rundir.RUN) or {}
+    existing.update(info)
+    rundir.atomic_write_json(run_dir / rundir.RUN, existing)
+    return existing
+
+
+def compute_metrics_fn():
+    import numpy as np
+    from lib.baseline import classification_metrics
+
+    def compute(eval_pred):
+        logits, labels = eval_pred.predictions, eval_pred.label_ids
+        if isinstance(logits, tuple):
+            logits = logits[0]
+        logits = np.asarray(logits, dtype=np.float64)
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs = exp / exp.sum(axis=1, keepdims=True)
+        return classification_metrics(labels, probs.argmax(axis=1), probs[:, 1])
+    return compute
+
+
+def make_trainer_class():
+    """Trainer that keeps the eval set in dataset order and uses precomputed lengths for grouping."""
+    import torch
+    from transformers import Trainer
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class LabTrainer(Trainer):
+        lab_train_lengths: list[int] | None = None
+
+        def _get_train_sampler(self, train_dataset=None):
+            if self.args.train_sampling_strategy == "group_by_length" and self.lab_train_lengths is not None \
+                    and self.args.world_size <= 1:
+                return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                            lengths=self.lab_train_lengths)
+            return super()._get_train_sampler(train_dataset)
+
+        def _get_eval_sampler(self, eval_dataset):
+            # Upstream uses a LengthGroupedSampler for eval too when grouping by length, which would
+            # scramble the order of predictions. Error analysis needs dataset order.
+            if self.args.world_size <= 1:
+                return torch.utils.data.SequentialSampler(eval_dataset)
+            return super()._get_eval_sampler(eval_dataset)
+
+    return LabTrainer
+
+
+def tokenize_dataset(dataset, tokenizer, config: TrainConfig):
+    """The tutorial's map step, with the padding the config asks for, plus a ``length`` column."""
+    padding = {"longest_in_map_batch": True, "max_length": "max_length", "dynamic": False}[config.padding]
+
+    def tokenize(batch):
+        return tokenizer(batch["text"], padding=padding, truncation=True, max_length=config.max_length)
+
+    tokenized = dataset.map(tokenize, batched=True, desc="Tokenizing")
+    tokenized = tokenized.map(lambda b: {"length": [int(sum(m)) for m in b["attention_mask"]]}, batched=True,
+                              desc="Measuring lengths")
+    tokenized.set_format("torch", columns=["input_ids", "attention_mask", "label"])
+    return tokenized
+
+
+def wait_for_turn(config: TrainConfig, run_dir: Path, device: str):
+    """Block until this run may use its device (FIFO queue shared through the runs directory)."""
+    from lib import queue
+    return queue.acquire_slot(run_dir.parent, run_dir, device=device)
+
+
+def run_job(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> dict:
+    """Train one run in ``run_dir`` (which holds config.json). Returns the final metrics."""
+    import numpy as np
+
+    device = resolve_device(config)
+    prior = rundir.read_status(run_dir)
+    elapsed_before = float(prior.get("elapsed_s") or 0.0) if resume else 0.0
+    attempt = int(prior.get("attempt") or 0) + 1
+    rundir.update_status(run_dir, state="queued", queued_at=time.time(), pid=os.getpid(), device=device,
+                         attempt=attempt, error=None, exit_code=None, finished_at=None, heartbeat=time.time())
+    slot = wait_for_turn(config, run_dir, device)  # noqa: F841 - held for the life of the process
+    rundir.update_status(run_dir, state="running", started_at=time.time(), heartbeat=time.time(),
+                         queue_position=None)
+    print(f"[lab] run {run_dir.name} on {device}: {config.label}", flush=True)
+
+    from transformers import DataCollatorWithPadding, TrainingArguments, set_seed
+    from lib.baseline import tfidf_baseline
+    from lib.callbacks import RunDirCallback
+    from lib.data import load_data
+    from lib.models import load_model, load_tokenizer
+
+    import datasets
+    datasets.disable_progress_bars()
+    set_seed(config.seed)
+    tensorboard = tensorboard_enabled(config)
+    fp16, bf16 = resolve_precision(config, device)
+
+    # 1. Data: DatasetDict with train (seeded shuffle when subset) and test (dataset order).
+    loaded = load_data(config)
+    rundir.atomic_write_json(run_dir / rundir.DATA_INFO, loaded.info)
+    train_ds, eval_ds = loaded.dataset["train"], loaded.dataset["test"]
+    print(f"[lab] data: {loaded.info.get('description', '')} — train {len(train_ds)}, eval {len(eval_ds)}",
+          flush=True)
+
+    # 2. Baseline on the same split.
+    if not (run_dir / rundir.BASELINE).exists():
+        base = tfidf_baseline(train_ds["text"], train_ds["label"], eval_ds["text"], eval_ds["label"],
+                              seed=config.seed)
+        rundir.atomic_write_json(run_dir / rundir.BASELINE, base)
+        print(f"[lab] TF-IDF baseline accuracy {base['accuracy']:.4f} ({base['seconds']} s)", flush=True)
+
+    # 3. Model and tokenizer.
+    tokenizer = load_tokenizer(config.model)
+    model = load_model(config.model, config.label_names, seed=config.seed)
+
+    # 4. Tokenize: map(batched=True) keeps text and label beside input_ids/attention_mask.
+    tokenized = tokenize_dataset(loaded.dataset, tokenizer, config)
+
+    # 5. TrainingArguments and Trainer.
+    if tensorboard:
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
+    args = TrainingArguments(**training_arguments_kwargs(config, run_dir / rundir.CHECKPOINTS, device=device,
+                                                         tensorboard=tensorboard))
+    collator = DataCollatorWithPadding(tokenizer) if config.padding == "dynamic" else None
+    LabTrainer = make_trainer_class()
+    trainer = LabTrainer(model=model, args=args, train_dataset=tokenized["train"],
+                         eval_dataset=tokenized["test"] if config.eval_strategy != "no" else None,
+                         processing_class=tokenizer, data_collator=collator, compute_metrics=compute_metrics_fn(),
+                         callbacks=[RunDirCallback(run_dir, elapsed_before=elapsed_before)])
+    trainer.lab_train_lengths = (list(tokenized["train"].with_format(None)["length"]) if config.group_by_length
+                                 else None)
+
+    checkpoint = None
+    if resume:
+        checkpoint = newest_complete_checkpoint(run_dir)
+        if checkpoint is not None:
+            print(f"[lab] resuming from {checkpoint.name}", flush=True)
+        else:
+            print("[lab] no complete checkpoint to resume from: starting from the beginning", flush=True)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+
+    # 6. Predictions on the eval split, in dataset order.
+    if trainer.is_world_process_zero():
+        rundir.update_status(run_dir, phase="evaluating", heartbeat=time.time())
+    pred = trainer.predict(tokenized["test"], metric_key_prefix="eval")
+    final = {k: float(v) for k, v in pred.metrics.items() if isinstance(v, (int, float))}
+    if trainer.is_world_process_zero():
+        logits = np.asarray(pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions,
+                            dtype=np.float64)
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs = exp / exp.sum(axis=1, keepdims=True)
+        write_predictions(run_dir, eval_ds, probs)
+        export_model(trainer, tokenizer, config, run_dir, loaded.info, final)
+        rundir.update_status(run_dir, final_metrics=final, phase=None)
+    return final
+
+
+def write_predictions(run_dir: Path, eval_ds, probs) -> None:
+    path = run_dir / rundir.PREDICTIONS
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for i, (text, label, p) in enumerate(zip(eval_ds["text"], eval_ds["label"], probs)):
+            fh.write(rundir.dumps({"index": i, "text": text, "label": int(label), "pred": int(p.argmax()),
+                                   "probs": [round(float(x), 6) for x in p]}) + "\n")
+    os.replace(tmp, path)
+
+
+def model_card(config: TrainConfig, info: dict, final: dict, baseline: dict | None) -> str:
+    lines = [
+        "---", "library_name: transformers", "pipeline_tag: text-classification", "---", "",
+        f"# {config.label}", "",
+        "A binary sentiment classifier fine-tuned with BERT Sentiment Lab.", "",
+        "## Data", "", f"- {info.get('description', config.dataset)}",
+        f"- train rows: {info.get('rows', {}).get('train', '?')}, eval rows: {info.get('rows', {}).get('test', '?')}",
+        f"- labels: {', '.join(f'{i} = {n}' for i, n in enumerate(config.label_names))}", "",
+        "## Settings", "", f"- base model: `{config.model}`",
+        f"- epochs {config.num_train_epochs}, batch {config.per_device_train_batch_size} per device, gradient "
+        f"accumulation {config.gradient_accumulation_steps}, learning rate {config.learning_rate}",
+        f"- max_length {config.max_length}, padding `{config.padding}`, group_by_length {config.group_by_length}",
+        f"- seed {config.seed}", "", "## Results on the eval split", "", "| metric | model | TF-IDF baseline |",
+        "| --- | --- | --- |",
+    ]
+    for key in ("accuracy", "f1", "precision", "recall", "roc_auc"):
+        value = final.get(f"eval_{key}")
+        base = (baseline or {}).get(key)
+        if value is not None:
+            lines.append(f"| {key} | {value:.4f} | {base:.4f} |" if base is not None else f"| {key} | {value:.4f} | |")
+    lines += ["", "## Use", "", "```python", "from transformers import pipeline",
+              "clf = pipeline(\"text-classification\", model=\"path/to/this/folder\")",
+              "clf(\"A warm, funny and beautifully acted film.\")", "```", ""]
+    return "\n".join(lines)
+
+
+def export_model(trainer, tokenizer, config: TrainConfig, run_dir: Path, info: dict, final: dict) -> Path:
+    """save_pretrained model + tokenizer + model card into model/, swapped in atomically."""
+    target = run_dir / rundir.MODEL
+    tmp = run_dir / ".model.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    trainer.save_model(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    (tmp / "README.md").write_text(model_card(config, info, final, rundir.read_json(run_dir / rundir.BASELINE)),
+                                   encoding="utf-8")
+    for junk in ("training_args.bin",):
+        (tmp / junk).unlink(missing_ok=True)
+    for f in tmp.iterdir():  # transformers writes some files 0600: the team must be able to read them
+        os.chmod(f, 0o666 & ~rundir._UMASK)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    return target
+
+
+# ---------------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lib.train", description="Fine-tune a BERT sentiment classifier "
+                                "and write everything into a run directory.")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--preset", choices=sorted(PRESETS), help="start from a preset (default: demo)")
+    src.add_argument("--config", metavar="FILE.json", help="a saved TrainConfig")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field (repeatable)")
+    p.add_argument("--runs-dir", default=None, help="where new run directories go (default $LAB_RUNS_DIR or ./runs)")
+    p.add_argument("--run-dir", default=None, help="train in this existing run directory (holds config.json)")
+    p.add_argument("--resume", action="store_true", help="with --run-dir: continue from the newest complete checkpoint")
+    return p
+
+
+def _prepare(args) -> tuple[TrainConfig, Path]:
+    if args.run_dir:
+        run_dir = Path(args.run_dir).resolve()
+        if not (run_dir / rundir.CONFIG).is_file():
+            raise LabError(f"{run_dir} is not a run directory (no {rundir.CONFIG})")
+        if args.preset or args.config or args.overrides:
+            raise LabError("--run-dir takes the run's own config.json; do not combine it with --preset/--config/--set")
+        return TrainConfig.load(run_dir / rundir.CONFIG), run_dir
+    if args.resume:
+        raise LabError("--resume needs --run-dir (the run to continue)")
+    config = TrainConfig.load(args.config) if args.config else preset(args.preset or "demo")
+    config = config.with_overrides(args.overrides)
+    runs_dir = Path(args.runs_dir).expanduser().resolve() if args.runs_dir else rundir.default_runs_dir()
+    run_dir = rundir.create_run_dir(runs_dir)
+    rundir.atomic_write_text(run_dir / rundir.CONFIG, config.to_json())
+    rundir.atomic_write_json(run_dir / rundir.STATUS, {"state": "queued", "step": 0, "total_steps": None,
+                                                       "created_at": time.time(), "owner": config.owner})
+    return config, run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        config, run_dir = _prepare(args)
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    log_path = run_dir / rundir.LOG
+    log = open(log_path, "a", encoding="utf-8", buffering=1)
+    real_stdout, real_stderr = sys.stdout, sys.stderr
+    launched = _same_file(sys.stdout, log_path)
+    if not launched:  # direct CLI use: keep a copy of everything in the run's log
+        sys.stdout, sys.stderr = _Tee(real_stdout, log), _Tee(real_stderr, log)
+    write_run_json(run_dir, [sys.executable, "-m", "lib.train", *argv], launched_by=(
+        rundir.read_json(run_dir / rundir.RUN) or {}).get("launched_by", "cli"))
+
+    def on_sigterm(signum, frame):
+        raise JobCancelled()
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+    code = EXIT_OK
+    try:
+        run_job(config, run_dir, resume=args.resume)
+        rundir.update_status(run_dir, state="finished", finished_at=time.time(), exit_code=0, heartbeat=time.time())
+    except JobCancelled:
+        code = EXIT_CANCELLED
+        rundir.update_status(run_dir, state="cancelled", finished_at=time.time(), exit_code=code,
+                             error={"type": "Cancelled", "message": "cancelled by request", "hint":
+                                    "resume it to continue from the newest checkpoint"})
+        print("[lab] cancelled", file=log, flush=True)
+    except BaseException as exc:  # noqa: BLE001 - every failure must end in status.json
+        code = EXIT_BAD_INPUT if isinstance(exc, (LabError, KeyboardInterrupt)) else EXIT_FAILED
+        info = describe_failure(exc, config)
+        log.write(traceback.format_exc())
+        log.flush()
+        try:
+            rundir.update_status(run_dir, state="failed", finished_at=time.time(), exit_code=code, error=info)
+        except OSError:
+            pass  # disk full: status.json stays as it was, the registry reconciles from the exit
+        sys.stdout, sys.stderr = real_stdout, real_stderr
+        print(f"error: {info['message']}", file=sys.stderr)
+        if info["hint"]:
+            print(f"hint: {info['hint']}", file=sys.stderr)
+        print(f"run directory: {run_dir}", file=sys.stderr)
+        return code
+    finally:
+        sys.stdout, sys.stderr = real_stdout, real_stderr
+    print(str(run_dir), flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Helpers shared by the pages: where the runs live, who is using the app, cached loaders.
+
+Pages stay thin: they read settings from here and call ``lib`` for everything else.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from lib.rundir import default_runs_dir
+
+OWNER_KEY = "lab_owner"
+
+
+def runs_dir() -> Path:
+    """The shared runs directory: ``$LAB_RUNS_DIR`` or ./runs (created on first use)."""
+    path = default_runs_dir()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def auth_configured() -> bool:
+    """True when .streamlit/secrets.toml has an [auth] section (OIDC login via st.login)."""
+    try:
+        return "auth" in st.secrets
+    except Exception:  # no secrets file at all
+        return False
+
+
+def logged_in_user() -> str | None:
+    if not auth_configured():
+        return None
+    try:
+        if st.user.is_logged_in:
+            return str(st.user.get("email") or st.user.get("name") or "")
+    except Exception:
+        return None
+    return None
+
+
+def current_user() -> str:
+    """The logged-in user when authentication is configured, else the name typed in the sidebar."""
+    user = logged_in_user()
+    if user:
+        return user
+    return str(st.session_state.get(OWNER_KEY, "") or "").strip()
+
+
+def show_lab_error(exc: Exception) -> None:
+    """Show a LabError's message as plain text (never markdown/HTML from user data)."""
+    st.error(str(exc), icon=":material/error:")
