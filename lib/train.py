@@ -258,18 +258,18 @@ def make_trainer_class():
         lab_train_lengths: list[int] | None = None
 
         def _get_train_sampler(self, train_dataset=None):
-            if self.args.train_sampling_strategy == "group_by_length" and self.lab_train_lengths is not None \
-                    and self.args.world_size <= 1:
+            if self.args.train_sampling_strategy == "group_by_length" and self.lab_train_lengths is not None:
                 return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
                                             lengths=self.lab_train_lengths)
             return super()._get_train_sampler(train_dataset)
 
         def _get_eval_sampler(self, eval_dataset):
             # Upstream uses a LengthGroupedSampler for eval too when grouping by length, which would
-            # scramble the order of predictions. Error analysis needs dataset order.
-            if self.args.world_size <= 1:
-                return torch.utils.data.SequentialSampler(eval_dataset)
-            return super()._get_eval_sampler(eval_dataset)
+            # scramble the order of predictions. Error analysis needs dataset order. (With several
+            # processes, accelerate shards this sequential order and gathers it back in order.)
+            if eval_dataset is None:
+                return None
+            return torch.utils.data.SequentialSampler(eval_dataset)
 
     return LabTrainer
 
@@ -299,15 +299,26 @@ def run_job(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> dict
     import numpy as np
 
     device = resolve_device(config)
+    main_process = process_rank() == 0
     prior = rundir.read_status(run_dir)
     elapsed_before = float(prior.get("elapsed_s") or 0.0) if resume else 0.0
-    attempt = int(prior.get("attempt") or 0) + 1
-    rundir.update_status(run_dir, state="queued", queued_at=time.time(), pid=os.getpid(), device=device,
-                         attempt=attempt, error=None, exit_code=None, finished_at=None, heartbeat=time.time())
-    slot = wait_for_turn(config, run_dir, device)  # noqa: F841 - held for the life of the process
-    rundir.update_status(run_dir, state="running", started_at=time.time(), heartbeat=time.time(),
-                         queue_position=None)
-    print(f"[lab] run {run_dir.name} on {device}: {config.label}", flush=True)
+    if main_process:
+        attempt = int(prior.get("attempt") or 0) + 1
+        rundir.update_status(run_dir, state="queued", queued_at=time.time(), pid=os.getpid(), device=device,
+                             attempt=attempt, error=None, exit_code=None, finished_at=None, heartbeat=time.time(),
+                             world_size=config.world_size)
+        slot = wait_for_turn(config, run_dir, device)  # noqa: F841 - held for the life of the process
+        rundir.update_status(run_dir, state="running", started_at=time.time(), heartbeat=time.time(),
+                             queue_position=None)
+        print(f"[lab] run {run_dir.name} on {device} x{config.world_size}: {config.label}", flush=True)
+    else:  # other ranks wait until rank 0 has its turn, before joining the process group
+        import psutil
+        launched_at = psutil.Process().parent().create_time()  # the torchrun agent of this attempt
+        while True:
+            status = rundir.read_status(run_dir)
+            if status.get("state") == "running" and float(status.get("started_at") or 0) >= launched_at:
+                break
+            time.sleep(0.5)
 
     from transformers import DataCollatorWithPadding, TrainingArguments, set_seed
     from lib.baseline import tfidf_baseline
@@ -323,13 +334,14 @@ def run_job(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> dict
 
     # 1. Data: DatasetDict with train (seeded shuffle when subset) and test (dataset order).
     loaded = load_data(config)
-    rundir.atomic_write_json(run_dir / rundir.DATA_INFO, loaded.info)
     train_ds, eval_ds = loaded.dataset["train"], loaded.dataset["test"]
-    print(f"[lab] data: {loaded.info.get('description', '')} — train {len(train_ds)}, eval {len(eval_ds)}",
-          flush=True)
+    if main_process:
+        rundir.atomic_write_json(run_dir / rundir.DATA_INFO, loaded.info)
+        print(f"[lab] data: {loaded.info.get('description', '')} — train {len(train_ds)}, eval {len(eval_ds)}",
+              flush=True)
 
     # 2. Baseline on the same split.
-    if not (run_dir / rundir.BASELINE).exists():
+    if main_process and not (run_dir / rundir.BASELINE).exists():
         base = tfidf_baseline(train_ds["text"], train_ds["label"], eval_ds["text"], eval_ds["label"],
                               seed=config.seed)
         rundir.atomic_write_json(run_dir / rundir.BASELINE, base)
@@ -366,11 +378,11 @@ def run_job(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> dict
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     # 6. Predictions on the eval split, in dataset order.
-    if trainer.is_world_process_zero():
+    if main_process:
         rundir.update_status(run_dir, phase="evaluating", heartbeat=time.time())
     pred = trainer.predict(tokenized["test"], metric_key_prefix="eval")
     final = {k: float(v) for k, v in pred.metrics.items() if isinstance(v, (int, float))}
-    if trainer.is_world_process_zero():
+    if main_process:
         logits = np.asarray(pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions,
                             dtype=np.float64)
         exp = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -440,6 +452,29 @@ def export_model(trainer, tokenizer, config: TrainConfig, run_dir: Path, info: d
 # ---------------------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------------------
+def job_argv(config: TrainConfig, run_dir: str | Path, *, resume: bool = False) -> list[str]:
+    """The exact command that trains ``run_dir``: one process, or torchrun for several."""
+    job = ["-m", "lib.train", "--run-dir", str(run_dir)] + (["--resume"] if resume else [])
+    if config.world_size <= 1:
+        return [sys.executable, *job]
+    argv = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={config.num_processes}",
+            f"--nnodes={config.num_nodes}"]
+    if config.num_nodes > 1:
+        argv += [f"--node_rank={config.node_rank}", "--rdzv_backend=c10d", f"--rdzv_endpoint={config.rdzv_endpoint}",
+                 f"--rdzv_id={Path(run_dir).name}"]
+    else:
+        argv += ["--standalone"]
+    return argv + job
+
+
+def process_rank() -> int:
+    """This process's global rank under torchrun (0 when run alone)."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lib.train", description="Fine-tune a BERT sentiment classifier "
                                 "and write everything into a run directory.")
@@ -483,14 +518,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
+    main_process = process_rank() == 0
     log_path = run_dir / rundir.LOG
     log = open(log_path, "a", encoding="utf-8", buffering=1)
     real_stdout, real_stderr = sys.stdout, sys.stderr
     launched = _same_file(sys.stdout, log_path)
-    if not launched:  # direct CLI use: keep a copy of everything in the run's log
+    if not launched and main_process:  # direct CLI use: keep a copy of everything in the run's log
         sys.stdout, sys.stderr = _Tee(real_stdout, log), _Tee(real_stderr, log)
-    write_run_json(run_dir, [sys.executable, "-m", "lib.train", *argv], launched_by=(
-        rundir.read_json(run_dir / rundir.RUN) or {}).get("launched_by", "cli"))
+    if main_process:
+        write_run_json(run_dir, [sys.executable, "-m", "lib.train", *argv], launched_by=(
+            rundir.read_json(run_dir / rundir.RUN) or {}).get("launched_by", "cli"))
 
     def on_sigterm(signum, frame):
         raise JobCancelled()
@@ -499,20 +536,24 @@ def main(argv: list[str] | None = None) -> int:
     code = EXIT_OK
     try:
         run_job(config, run_dir, resume=args.resume)
-        rundir.update_status(run_dir, state="finished", finished_at=time.time(), exit_code=0, heartbeat=time.time())
+        if main_process:
+            rundir.update_status(run_dir, state="finished", finished_at=time.time(), exit_code=0,
+                                 heartbeat=time.time())
     except JobCancelled:
         code = EXIT_CANCELLED
-        rundir.update_status(run_dir, state="cancelled", finished_at=time.time(), exit_code=code,
-                             error={"type": "Cancelled", "message": "cancelled by request", "hint":
-                                    "resume it to continue from the newest checkpoint"})
-        print("[lab] cancelled", file=log, flush=True)
+        if main_process:
+            rundir.update_status(run_dir, state="cancelled", finished_at=time.time(), exit_code=code,
+                                 error={"type": "Cancelled", "message": "cancelled by request", "hint":
+                                        "resume it to continue from the newest checkpoint"})
+            print("[lab] cancelled", file=log, flush=True)
     except BaseException as exc:  # noqa: BLE001 - every failure must end in status.json
         code = EXIT_BAD_INPUT if isinstance(exc, (LabError, KeyboardInterrupt)) else EXIT_FAILED
         info = describe_failure(exc, config)
         log.write(traceback.format_exc())
         log.flush()
         try:
-            rundir.update_status(run_dir, state="failed", finished_at=time.time(), exit_code=code, error=info)
+            if main_process:
+                rundir.update_status(run_dir, state="failed", finished_at=time.time(), exit_code=code, error=info)
         except OSError:
             pass  # disk full: status.json stays as it was, the registry reconciles from the exit
         sys.stdout, sys.stderr = real_stdout, real_stderr
