@@ -245,25 +245,8 @@ class TrainConfig:
 
     def with_overrides(self, assignments: list[str]) -> "TrainConfig":
         """Apply ``key=value`` strings (``--set``)."""
-        data = self.to_dict()
-        errs: dict[str, str] = {}
-        for item in assignments or []:
-            if "=" not in item:
-                errs[item] = f"--set expects key=value, got {item!r}"
-                continue
-            key, value = item.split("=", 1)
-            key = key.strip()
-            known = {f.name: f for f in fields(TrainConfig)}
-            if key not in known:
-                errs[key] = f"unknown field {key!r} in --set {item!r}"
-                continue
-            try:
-                data[key] = _parse_string(known[key], value)
-            except ValueError as exc:
-                errs[key] = str(exc)
-        if errs:
-            raise ConfigError(errs)
-        return TrainConfig.from_dict(data)
+        return TrainConfig.from_dict(apply_overrides(self.to_dict(), assignments))
+
 
     # ------------------------------------------------------------------ derived
     @property
@@ -410,6 +393,52 @@ def _parse_string(f: dataclasses.Field, text: str) -> Any:
     return text
 
 
+def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
+    """``data`` with ``key=value`` strings applied (parsed by field type); ConfigError lists bad ones."""
+    data = dict(data)
+    errs: dict[str, str] = {}
+    known = {f.name: f for f in fields(TrainConfig)}
+    for item in assignments or []:
+        if "=" not in item:
+            errs[item] = f"--set expects key=value, got {item!r}"
+            continue
+        key, value = item.split("=", 1)
+        key = key.strip()
+        if key not in known:
+            errs[key] = f"unknown field {key!r} in --set {item!r}"
+            continue
+        try:
+            data[key] = _parse_string(known[key], value)
+        except ValueError as exc:
+            errs[key] = str(exc)
+    if errs:
+        raise ConfigError(errs)
+    return data
+
+
+def build_config(preset_name: str | None = None, config_path: str | Path | None = None,
+                 overrides: list[str] | None = None) -> TrainConfig:
+    """The CLIs' config: a preset (default demo) or a saved JSON file, then ``--set`` overrides,
+    validated once at the end (so a preset that needs a field, like distill's teacher, can get it)."""
+    if config_path is not None:
+        try:
+            data = json.loads(Path(config_path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError({"config": f"cannot read config file {config_path}: {exc.strerror or exc}"}) from None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ConfigError({"config": f"config file {config_path} is not valid UTF-8 JSON: {exc}"}) from None
+        if not isinstance(data, dict):
+            raise ConfigError({"config": "a config must be a JSON object"})
+    else:
+        name = preset_name or "demo"
+        table = {**PRESETS, "distill": DISTILL_PRESET}
+        if name not in table:
+            raise ConfigError({"preset": f"unknown preset {name!r}; choose one of {', '.join(table)}"})
+        data = dict(table[name])
+    return TrainConfig.from_dict(apply_overrides(data, overrides or []))
+
+
+
 # ---------------------------------------------------------------------- presets
 PRESETS: dict[str, dict[str, Any]] = {
     # Exactly the tutorial: bert-base-uncased on IMDb (2,000 training reviews -> 250 steps per epoch).
@@ -422,6 +451,18 @@ PRESETS: dict[str, dict[str, Any]] = {
         max_length=512, max_train_samples=2000, max_eval_samples=500, learning_rate=5e-5,
     ),
     # Offline demo: bundled MiniLM on the built-in reviews; a few minutes on 2 CPU cores.
+}
+
+# Teacher -> student: needs teacher (a finished run id); the student is the teacher cut to 3 layers.
+DISTILL_PRESET: dict[str, Any] = dict(
+        run_name="student: 3-layer distillation", task="distill", model="teacher", teacher="",
+        dataset=DEMO_DATASET, student_layers=3, temperature=2.0, alpha=0.5, num_train_epochs=2.0,
+        per_device_train_batch_size=16, per_device_eval_batch_size=32, eval_strategy="epoch",
+        save_strategy="epoch", logging_steps=5, save_total_limit=2, learning_rate=1e-4, warmup_steps=0.1,
+        max_length=128, padding="dynamic", group_by_length=True,
+)
+
+PRESETS.update({
     "demo": dict(
         run_name="demo: MiniLM on built-in reviews",
         model=BUNDLED_MODEL, dataset=DEMO_DATASET, num_train_epochs=2.0,
@@ -429,17 +470,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         eval_strategy="epoch", save_strategy="epoch", logging_steps=5, save_total_limit=2,
         learning_rate=1e-4, warmup_steps=0.1, max_length=128, padding="dynamic", group_by_length=True,
     ),
-}
+})
 
 PRESET_HELP = {
+    "distill": "Distil a finished run (the teacher) into a smaller, faster student; pick the teacher run first.",
     "seed": "The tutorial exactly: bert-base-uncased on IMDb, 2 epochs, batch 8, needs the Hugging Face Hub.",
     "demo": "Bundled MiniLM on the built-in movie reviews: works offline, a few minutes on a laptop CPU.",
 }
 
 
 def preset(name: str, **overrides: Any) -> TrainConfig:
-    if name not in PRESETS:
-        raise ConfigError({"preset": f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}"})
-    data = dict(PRESETS[name])
+    """A preset config: 'seed' (the tutorial), 'demo' (offline), or 'distill' (give teacher=...)."""
+    table = {**PRESETS, "distill": DISTILL_PRESET}
+    if name not in table:
+        raise ConfigError({"preset": f"unknown preset {name!r}; choose one of {', '.join(table)}"})
+    data = dict(table[name])
     data.update(overrides)
     return TrainConfig.from_dict(data)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from lib import rundir
-from lib.config import PRESETS, TrainConfig, preset
+from lib.config import DISTILL_PRESET, PRESETS, TrainConfig, build_config, preset
 from lib.errors import ConfigError, LabError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 143
@@ -284,7 +284,10 @@ def tokenize_dataset(dataset, tokenizer, config: TrainConfig):
     tokenized = dataset.map(tokenize, batched=True, desc="Tokenizing")
     tokenized = tokenized.map(lambda b: {"length": [int(sum(m)) for m in b["attention_mask"]]}, batched=True,
                               desc="Measuring lengths")
-    tokenized.set_format("torch", columns=["input_ids", "attention_mask", "label"])
+    columns = ["input_ids", "attention_mask", "label"]
+    for split in tokenized:
+        extra = [c for c in ("teacher_logits",) if c in tokenized[split].column_names]
+        tokenized[split].set_format("torch", columns=columns + extra)
     return tokenized
 
 
@@ -347,9 +350,21 @@ def run_job(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> dict
         rundir.atomic_write_json(run_dir / rundir.BASELINE, base)
         print(f"[lab] TF-IDF baseline accuracy {base['accuracy']:.4f} ({base['seconds']} s)", flush=True)
 
-    # 3. Model and tokenizer.
-    tokenizer = load_tokenizer(config.model)
-    model = load_model(config.model, config.label_names, seed=config.seed)
+    # 3. Model and tokenizer (for distillation: a student cut from the teacher or another BERT).
+    trainer_extra: dict[str, Any] = {}
+    if config.task == "distill":
+        from lib import distill
+        teacher_dir = distill.resolve_teacher(config.teacher, run_dir.parent)
+        tokenizer = load_tokenizer(str(teacher_dir) if config.model == "teacher" else config.model)
+        model = distill.build_student(config, teacher_dir, config.label_names)
+        logits = distill.teacher_logits(run_dir, teacher_dir, train_ds["text"], config.max_length)
+        loaded.dataset["train"] = train_ds.add_column("teacher_logits", [row.tolist() for row in logits])
+        print(f"[lab] distilling {teacher_dir} into {config.student_layers} layers "
+              f"(T={config.temperature}, alpha={config.alpha})", flush=True)
+        trainer_extra["remove_unused_columns"] = False
+    else:
+        tokenizer = load_tokenizer(config.model)
+        model = load_model(config.model, config.label_names, seed=config.seed)
 
     # 4. Tokenize: map(batched=True) keeps text and label beside input_ids/attention_mask.
     tokenized = tokenize_dataset(loaded.dataset, tokenizer, config)
@@ -358,9 +373,11 @@ def run_job(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> dict
     if tensorboard:
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
     args = TrainingArguments(**training_arguments_kwargs(config, run_dir / rundir.CHECKPOINTS, device=device,
-                                                         tensorboard=tensorboard))
+                                                         tensorboard=tensorboard), **trainer_extra)
     collator = DataCollatorWithPadding(tokenizer) if config.padding == "dynamic" else None
     LabTrainer = make_trainer_class()
+    if config.task == "distill":
+        LabTrainer = distill.make_distill_trainer_class(LabTrainer, config.temperature, config.alpha)
     trainer = LabTrainer(model=model, args=args, train_dataset=tokenized["train"],
                          eval_dataset=tokenized["test"] if config.eval_strategy != "no" else None,
                          processing_class=tokenizer, data_collator=collator, compute_metrics=compute_metrics_fn(),
@@ -479,7 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lib.train", description="Fine-tune a BERT sentiment classifier "
                                 "and write everything into a run directory.")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--preset", choices=sorted(PRESETS), help="start from a preset (default: demo)")
+    src.add_argument("--preset", choices=sorted([*PRESETS, "distill"]), help="start from a preset (default: demo)")
     src.add_argument("--config", metavar="FILE.json", help="a saved TrainConfig")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field (repeatable)")
@@ -499,8 +516,7 @@ def _prepare(args) -> tuple[TrainConfig, Path]:
         return TrainConfig.load(run_dir / rundir.CONFIG), run_dir
     if args.resume:
         raise LabError("--resume needs --run-dir (the run to continue)")
-    config = TrainConfig.load(args.config) if args.config else preset(args.preset or "demo")
-    config = config.with_overrides(args.overrides)
+    config = build_config(args.preset, args.config, args.overrides)
     runs_dir = Path(args.runs_dir).expanduser().resolve() if args.runs_dir else rundir.default_runs_dir()
     run_dir = rundir.create_run_dir(runs_dir)
     rundir.atomic_write_text(run_dir / rundir.CONFIG, config.to_json())
