@@ -1,0 +1,1007 @@
+"""Where the reviews come from: the built-in demo set, a Hugging Face Hub id, local files, an aclImdb folder.
+
+Every source ends up as the same thing, a ``datasets.DatasetDict`` with exactly two splits, ``train`` and
+``test``, and exactly two columns, ``text`` (the review) and ``label`` (0 = negative, 1 = positive), plus
+an ``info`` dict that says what was done (the job writes it to ``data.json`` in the run folder).
+
+Which source is used depends on ``config.dataset``:
+
+- ``"demo"``: the built-in movie reviews in ``data/demo_reviews/*.jsonl`` with their fixed train/test split.
+- a Hub id such as ``imdb`` or ``stanfordnlp/imdb``: loaded from the local Hugging Face cache when it is
+  there, otherwise from the Hub. When the Hub cannot be reached this fails within a few seconds with a
+  message naming the offline alternatives. A Hub id always means the Hub: a local folder that happens to
+  be called ``imdb`` is never used in its place (write local data as a path, e.g. ``./imdb``).
+- a path (starting with ``/``, ``./``, ``../`` or ``~``, or with more than one ``/``): a CSV, TSV, JSON
+  Lines, JSON or Parquet file (optionally with a separate ``config.test_file``), or a folder laid out like
+  the original IMDb download, ``aclImdb/{train,test}/{pos,neg}/*.txt``. Text shaped like a Hub id
+  (``reviews.csv``, ``data/reviews.csv``) is read as a Hub id; write ``./data/reviews.csv`` for the file
+  (when the Hub fails and such a file exists, the message says so).
+
+Then the same steps run for every source: ``<br />`` tags become line breaks (``strip_html``), empty
+reviews are dropped and counted, labels are mapped to 0/1 (positive/negative, pos/neg, 1/0, true/false or
+the run's own ``label_names``, in any letter case), a seeded, stratified evaluation split is held out when
+the data has only one split, and the optional subsets are taken: ``max_train_samples`` shuffles the
+training set with the seed and keeps the first N; ``max_eval_samples`` keeps a seeded sample of N reviews
+*in dataset order* (the evaluation set is never shuffled, so predictions line up with it).
+
+Anything wrong with the data raises :class:`lib.errors.DataError` (or ``HubUnavailableError``) with a
+message that says what is wrong, where (file, row, line) and what to do, before any training starts.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import datasets
+import numpy as np
+import pandas as pd
+
+from lib import hub
+from lib.config import DEMO_DATASET, TrainConfig
+from lib.errors import DataError, HubUnavailableError, LabError
+from lib.paths import check_local_path, looks_like_path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_DIR = ROOT / "data" / "demo_reviews"
+
+SPLITS = ("train", "test")
+SUPPORTED_EXTENSIONS = {
+    ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json",
+    ".parquet": "parquet", ".pq": "parquet",
+}
+SUPPORTED_TEXT = "CSV (.csv), TSV (.tsv), JSON Lines (.jsonl), JSON (.json) or Parquet (.parquet)"
+FEATURES = datasets.Features({"text": datasets.Value("string"), "label": datasets.Value("int64")})
+
+# Label spellings understood everywhere (compared in lower case); the run's own label_names come on top.
+BUILTIN_LABELS = {"0": 0, "1": 1, "negative": 0, "positive": 1, "neg": 0, "pos": 1, "false": 0, "true": 1}
+_BR_RE = re.compile(r"<\s*br\s*/?\s*>", re.IGNORECASE)
+_UNNAMED_RE = re.compile(r"Unnamed: \d+(_level_\d+)?")
+_INT_RE = re.compile(r"[+-]?\d+")
+_HUB_HASH_RE = re.compile(r"[0-9a-f]{40}")
+
+
+@dataclass
+class LoadedData:
+    """The loaded data set and a JSON-able record of how it was made."""
+    dataset: datasets.DatasetDict
+    info: dict
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+@dataclass
+class _Part:
+    """One split before cleaning: texts, raw labels, and where each row came from (for messages)."""
+    split: str
+    origin: str                      # "reviews.csv", "Hub split 'train'", ...
+    texts: list
+    labels: list
+    rows: list[int]                  # 1-based data row in the origin
+    lines: list[int | None] | None = None   # line in the file, where known
+
+    def where(self, i: int) -> str:
+        line = self.lines[i] if self.lines else None
+        at = f"row {self.rows[i]}" + (f" (line {line})" if line is not None else "")
+        return f"{at} of {self.origin}"
+
+
+@dataclass
+class _Table:
+    """A table read from one file: column names in order, values per column, file line per row."""
+    path: Path
+    kind: str
+    columns: list[str]
+    data: dict[str, list]
+    lines: list[int | None] = field(default_factory=list)
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.lines)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    try:
+        return bool(pd.isna(value)) if not isinstance(value, (list, dict, tuple, np.ndarray)) else False
+    except (TypeError, ValueError):
+        return False
+
+
+def _is_unnamed(name: str) -> bool:
+    return not name.strip() or bool(_UNNAMED_RE.fullmatch(name))
+
+
+def _column_is_empty(values: list) -> bool:
+    return all(_is_missing(v) or (isinstance(v, str) and not v.strip()) for v in values)
+
+
+def _shown_columns(columns: list[str]) -> str:
+    return ", ".join(repr(c) for c in columns) if columns else "(none)"
+
+
+def _checked_path(text: str | os.PathLike, what: str) -> Path:
+    try:
+        return check_local_path(str(text), what)
+    except LabError as exc:
+        raise DataError(str(exc)) from None
+
+
+# ---------------------------------------------------------------------------------------------- labels
+def _norm_label(value: Any) -> str | None:
+    """A label value in canonical form for matching: lower case, 1.0 -> "1", True -> "true"; None = missing."""
+    if _is_missing(value):
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return str(int(value)) if value.is_integer() else repr(value)
+    text = str(value).strip()
+    if not text:
+        return None
+    low = text.lower()
+    try:
+        number = float(low)
+    except ValueError:
+        return low
+    if math.isfinite(number) and number.is_integer():
+        return str(int(number))
+    return low
+
+
+def _label_vocab(label_names: Iterable[Any]) -> dict[str, int]:
+    vocab = dict(BUILTIN_LABELS)
+    for i, name in enumerate(list(label_names or [])[:2]):
+        norm = _norm_label(name)
+        if norm is not None:
+            vocab[norm] = i  # the run's own names win over the built-in spellings
+    return vocab
+
+
+def _known_labels_text(label_names: list) -> str:
+    names = "/".join(str(n) for n in list(label_names or [])[:2])
+    extra = f" and this run's label_names ({names})" if names else ""
+    return f"0/1, negative/positive, neg/pos, false/true{extra}, in any letter case"
+
+
+def _map_parts(parts: list[_Part], label_names: list, label_column: str) -> tuple[list[list[int]], dict]:
+    """Map every part's labels to 0/1 with one shared vocabulary; raise DataError on the first bad value."""
+    vocab = _label_vocab(label_names)
+    mapping: dict[str, int] = {}
+    classes: dict[str, str] = {}          # normalised value -> first original spelling
+    first_bad: tuple[_Part, int, Any] | None = None
+    first_missing: tuple[_Part, int] | None = None
+    out: list[list[int]] = []
+    for part in parts:
+        mapped: list[int] = []
+        for i, raw in enumerate(part.labels):
+            norm = _norm_label(raw)
+            if norm is None:
+                if first_missing is None:
+                    first_missing = (part, i)
+                mapped.append(-1)
+                continue
+            classes.setdefault(norm, str(raw).strip() if isinstance(raw, str) else str(raw))
+            if norm in vocab:
+                key = str(raw).strip() if isinstance(raw, str) else str(raw)
+                mapping.setdefault(key, vocab[norm])
+                mapped.append(vocab[norm])
+            else:
+                if first_bad is None:
+                    first_bad = (part, i, raw)
+                mapped.append(-1)
+        out.append(mapped)
+    if first_missing is not None:
+        part, i = first_missing
+        raise DataError(f"The label is empty in {part.where(i)}: every review needs a label in the "
+                        f"{label_column!r} column. Fill it in or remove that row.")
+    if first_bad is not None:
+        part, i, raw = first_bad
+        shown_classes = list(classes.values())
+        listing = ", ".join(repr(c) for c in shown_classes[:10])
+        if len(shown_classes) > 10:
+            listing += f" and {len(shown_classes) - 10} more"
+        if len(classes) > 2:
+            raise DataError(
+                f"The label column {label_column!r} has {len(classes)} different values ({listing}), but "
+                f"sentiment training here needs exactly two classes (negative and positive). The first value "
+                f"that is not a known label is {raw!r} in {part.where(i)}. Keep only two classes, or fix that "
+                f"row. Known labels: {_known_labels_text(label_names)}.")
+        hint = ""
+        if len(shown_classes) == 2:
+            hint = (f" If this column uses its own two names, set label_names to them with label 0 first, "
+                    f"e.g. label_names={shown_classes[0]},{shown_classes[1]} (or the other order).")
+        raise DataError(
+            f"Cannot turn the label {raw!r} in {part.where(i)} into 0/1. Known labels: "
+            f"{_known_labels_text(label_names)}.{hint}")
+    return out, mapping
+
+
+def map_labels(values: Iterable[Any], label_names: list) -> tuple[list[int], dict]:
+    """Turn label values into 0/1 and say how: ``(labels, {original value as text: 0 or 1})``.
+
+    Understood (in any letter case): 0/1 (also "0"/"1", 0.0/1.0), negative/positive, neg/pos, false/true,
+    and the run's ``label_names`` (label 0 first), which win when they clash with the built-in words.
+    A value that cannot be mapped, or an empty one, raises DataError naming its 1-based row and the value;
+    more than two different values raise DataError listing the values found (up to 10).
+    """
+    values = list(values)
+    part = _Part("data", "the labels", [""] * len(values), values, list(range(1, len(values) + 1)))
+    (labels,), mapping = _map_parts([part], label_names, "label")
+    return labels, mapping
+
+
+# ---------------------------------------------------------------------------------------------- file reading
+def _check_bytes(path: Path, kind: str) -> None:
+    """Refuse empty, binary and non-UTF-8-looking files before parsing them."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(8192)
+    except OSError as exc:
+        raise DataError(f"Cannot read {path}: {exc.strerror or exc}.") from None
+    if size == 0 or (kind != "parquet" and not head.strip(b" \t\r\n\xef\xbb\xbf")):
+        raise DataError(f"The file {path.name} is empty: it holds no reviews. Choose a file with a header "
+                        "row and at least one review.")
+    if kind == "parquet":
+        if not head.startswith(b"PAR1"):
+            raise DataError(f"The file {path.name} is not a Parquet file (it does not start with the Parquet "
+                            "signature). Save it with pandas' to_parquet, or give it the extension of its "
+                            f"real format ({SUPPORTED_TEXT}).")
+        return
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DataError(f"The file {path.name} is encoded as UTF-16, not UTF-8. Re-save it as UTF-8 "
+                        "(for example 'CSV UTF-8' in a spreadsheet, or `iconv -f utf-16 -t utf-8`).")
+    signatures = {b"PK\x03\x04": "a ZIP archive (or an Excel .xlsx workbook)", b"\x1f\x8b": "gzip-compressed",
+                  b"PAR1": "a Parquet file", b"%PDF": "a PDF document", b"\xd0\xcf\x11\xe0": "an old Excel/Office file",
+                  b"SQLite format 3": "an SQLite database"}
+    for magic, what in signatures.items():
+        if head.startswith(magic):
+            raise DataError(f"The file {path.name} is {what}, not a text table. Export or unpack it to "
+                            f"{SUPPORTED_TEXT} first.")
+    if b"\x00" in head:
+        raise DataError(f"The file {path.name} looks like a binary file (it contains NUL bytes), not "
+                        f"{SUPPORTED_TEXT} text.")
+
+
+def _encoding_error(path: Path) -> DataError:
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+        detail = ""
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        detail = f" (byte 0x{data[exc.start]:02x} on line {line} is not valid UTF-8)"
+    return DataError(f"The file {path.name} is not UTF-8 text{detail}; it is probably Latin-1 or Windows-1252. "
+                     "Re-save it as UTF-8 (for example 'CSV UTF-8' in a spreadsheet, or "
+                     "`iconv -f latin1 -t utf-8 in.csv > out.csv`) and try again.")
+
+
+def _dedupe(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for i, name in enumerate(names):
+        name = name.strip()
+        if not name:
+            name = f"Unnamed: {i}"
+        if name in seen:
+            seen[name] += 1
+            name = f"{name}.{seen[name]}"
+        else:
+            seen[name] = 0
+        out.append(name)
+    return out
+
+
+def _read_delimited(path: Path, delimiter: str, max_rows: int | None) -> _Table:
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    sep_name = "tab" if delimiter == "\t" else "comma"
+    columns: list[str] = []
+    data: dict[str, list] = {}
+    lines: list[int | None] = []
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh, delimiter=delimiter)
+        last_line = 0
+        try:
+            for row in reader:
+                start, last_line = last_line + 1, reader.line_num
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue  # blank line
+                if not columns:
+                    columns = _dedupe(row)
+                    data = {c: [] for c in columns}
+                    continue
+                if len(row) != len(columns):
+                    if len(row) > len(columns) and not any(x.strip() for x in row[len(columns):]):
+                        row = row[:len(columns)]
+                    else:
+                        lines_txt = f"line {start}" if start == last_line else f"lines {start}-{last_line}"
+                        raise DataError(
+                            f"{path.name}, {lines_txt} (data row {len(lines) + 1}): {len(row)} fields, but the "
+                            f"header has {len(columns)} ({', '.join(columns)}). A review that contains a "
+                            f"{sep_name} or a line break must be quoted (\"...\", with inner quotes doubled); "
+                            "check the quoting on that line.")
+                for c, v in zip(columns, row):
+                    data[c].append(v)
+                lines.append(start)
+                if max_rows is not None and len(lines) >= max_rows:
+                    break
+        except UnicodeDecodeError:
+            raise _encoding_error(path) from None
+        except csv.Error as exc:
+            raise DataError(f"{path.name}, line {reader.line_num}: this is not valid "
+                            f"{'TSV' if delimiter == chr(9) else 'CSV'} ({exc}). Check the quoting there.") from None
+    if not columns:
+        raise DataError(f"The file {path.name} is empty: it holds no header and no reviews.")
+    if not lines:
+        raise DataError(f"The file {path.name} has a header ({', '.join(columns)}) but no data rows: it holds "
+                        "no reviews.")
+    return _Table(path, "tsv" if delimiter == "\t" else "csv", columns, data, lines)
+
+
+def _records_to_table(path: Path, kind: str, records: list[dict], lines: list[int | None]) -> _Table:
+    columns: list[str] = []
+    seen: set[str] = set()
+    for rec in records:
+        for key in rec:
+            if key not in seen:
+                seen.add(key)
+                columns.append(key)
+    data = {c: [rec.get(c) for rec in records] for c in columns}
+    if not records:
+        raise DataError(f"The file {path.name} holds no records: it holds no reviews.")
+    return _Table(path, kind, [str(c) for c in columns], {str(k): v for k, v in data.items()}, lines)
+
+
+def _read_jsonl(path: Path, max_rows: int | None, kind: str = "jsonl") -> _Table:
+    records: list[dict] = []
+    lines: list[int | None] = []
+    with open(path, encoding="utf-8-sig") as fh:
+        try:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except ValueError as exc:
+                    raise DataError(f"{path.name}, line {lineno} (data row {len(records) + 1}) is not valid JSON "
+                                    f"({exc.msg}). Each line of a JSON Lines file must be one object like "
+                                    '{"text": "...", "label": 1}.') from None
+                if not isinstance(obj, dict):
+                    raise DataError(f"{path.name}, line {lineno} (data row {len(records) + 1}) is a JSON "
+                                    f"{type(obj).__name__}, not an object like {{\"text\": \"...\", "
+                                    "\"label\": 1}.")
+                records.append(obj)
+                lines.append(lineno)
+                if max_rows is not None and len(records) >= max_rows:
+                    break
+        except UnicodeDecodeError:
+            raise _encoding_error(path) from None
+    return _records_to_table(path, kind, records, lines)
+
+
+def _read_json(path: Path, max_rows: int | None) -> _Table:
+    """A .json file: JSON Lines, a list of records, {column: [values]}, {column: {index: value}} or pandas 'split'."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise _encoding_error(path) from None
+    stripped = text.lstrip()
+    whole: Any = None
+    if stripped.startswith("["):
+        try:
+            whole = json.loads(text)
+        except ValueError as exc:
+            raise DataError(f"{path.name} is not valid JSON (line {exc.lineno}: {exc.msg}).") from None
+    elif stripped.startswith("{"):
+        try:
+            whole = json.loads(text)
+        except ValueError:
+            return _read_jsonl(path, max_rows, kind="json")  # one object per line
+    if whole is None:
+        return _read_jsonl(path, max_rows, kind="json")
+    records: list[dict]
+    if isinstance(whole, list):
+        for i, rec in enumerate(whole):
+            if not isinstance(rec, dict):
+                raise DataError(f"{path.name}: item {i + 1} of the list is a JSON {type(rec).__name__}, not an "
+                                'object like {"text": "...", "label": 1}.')
+        records = whole
+    elif isinstance(whole, dict) and isinstance(whole.get("columns"), list) and isinstance(whole.get("data"), list):
+        cols = [str(c) for c in whole["columns"]]
+        records = [dict(zip(cols, row)) for row in whole["data"] if isinstance(row, list)]
+    elif isinstance(whole, dict) and whole and all(isinstance(v, (list, dict)) for v in whole.values()):
+        cols = list(whole)
+        if all(isinstance(v, list) for v in whole.values()):
+            n = max(len(v) for v in whole.values())
+            records = [{c: (whole[c][i] if i < len(whole[c]) else None) for c in cols} for i in range(n)]
+        else:
+            index: list[str] = []
+            for v in whole.values():
+                for k in (v if isinstance(v, dict) else {}):
+                    if k not in index:
+                        index.append(k)
+            records = [{c: (whole[c].get(k) if isinstance(whole[c], dict) else None) for c in cols} for k in index]
+    elif isinstance(whole, dict):
+        records = [whole]
+    else:
+        raise DataError(f"{path.name} holds a JSON {type(whole).__name__}; expected records like "
+                        '[{"text": "...", "label": 1}, ...] or JSON Lines.')
+    if max_rows is not None:
+        records = records[:max_rows]
+    return _records_to_table(path, "json", records, [None] * len(records))
+
+
+def _read_parquet(path: Path, max_rows: int | None) -> _Table:
+    import pyarrow.parquet as pq
+    try:
+        pf = pq.ParquetFile(path)
+        if max_rows is not None:
+            batch = next(pf.iter_batches(batch_size=max_rows), None)
+            import pyarrow as pa
+            table = pa.Table.from_batches([batch]) if batch is not None else pf.schema_arrow.empty_table()
+        else:
+            table = pf.read()
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise DataError(f"The file {path.name} is not a readable Parquet file ({type(exc).__name__}: {exc}).") from None
+    columns = [str(c) for c in table.column_names]
+    if table.num_rows == 0:
+        raise DataError(f"The Parquet file {path.name} has columns ({', '.join(columns)}) but no rows: it holds "
+                        "no reviews.")
+    data = {str(c): table.column(c).to_pylist() for c in table.column_names}
+    return _Table(path, "parquet", columns, data, [None] * table.num_rows)
+
+
+def _read_any(path: Path, max_rows: int | None = None) -> _Table:
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a file. Give a {SUPPORTED_TEXT} file, or an aclImdb folder "
+                        "as the data set.")
+    suffix = path.suffix.lower()
+    kind = SUPPORTED_EXTENSIONS.get(suffix)
+    if kind is None:
+        shown = ", ".join(sorted(SUPPORTED_EXTENSIONS))
+        raise DataError(f"The file {path.name} has the extension {suffix or '(none)'!r}, which this app cannot "
+                        f"read. Supported: {shown}. Save the table as CSV (with a header row) or Parquet.")
+    _check_bytes(path, kind)
+    if kind == "csv":
+        return _read_delimited(path, ",", max_rows)
+    if kind == "tsv":
+        return _read_delimited(path, "\t", max_rows)
+    if kind == "jsonl":
+        return _read_jsonl(path, max_rows)
+    if kind == "json":
+        return _read_json(path, max_rows)
+    return _read_parquet(path, max_rows)
+
+
+def _find_column(table_columns: list[str], wanted: str) -> str | None:
+    if wanted in table_columns:
+        return wanted
+    folded = [c for c in table_columns if c.strip().lower() == wanted.strip().lower()]
+    return folded[0] if len(folded) == 1 else None
+
+
+def _missing_column(what: str, wanted: str, columns: list[str], where: str, kind: str = "") -> DataError:
+    shown = [c for c in columns if not _is_unnamed(c)] or columns
+    hint = ""
+    if kind in ("csv", "tsv"):
+        hint = " The first line of the file must name the columns."
+    return DataError(f"There is no {what} column {wanted!r} in {where}. Its columns are: {_shown_columns(shown)}. "
+                     f"Set {what}_column to one of them.{hint}")
+
+
+def read_table(path: str | os.PathLike, *, text_column: str | None = None,
+               max_rows: int | None = None) -> pd.DataFrame:
+    """Read one CSV/TSV/JSONL/JSON/Parquet file into a DataFrame (for previews and loading).
+
+    Unnamed columns (such as pandas' ``Unnamed: 0`` index) and columns with no values are left out.
+    With ``text_column`` that column must exist (otherwise DataError lists the columns that do) and is
+    always kept. ``max_rows`` reads only the first rows (quick previews of big files). CSV/TSV columns
+    holding only whole numbers come back as integers, everything else as text.
+    """
+    p = _checked_path(path, "data file")
+    table = _read_any(p, max_rows)
+    keep_text = _find_column(table.columns, text_column) if text_column else None
+    if text_column and keep_text is None:
+        raise _missing_column("text", text_column, table.columns, p.name, table.kind)
+    columns = [c for c in table.columns
+               if c == keep_text or not (_is_unnamed(c) or _column_is_empty(table.data[c]))]
+    frame: dict[str, Any] = {}
+    for c in columns:
+        values = table.data[c]
+        if table.kind in ("csv", "tsv") and c != keep_text:
+            filled = [v for v in values if v.strip()]
+            if filled and all(_INT_RE.fullmatch(v.strip()) for v in filled):
+                values = pd.array([int(v) if v.strip() else None for v in values], dtype="Int64")
+        frame[c] = values
+    return pd.DataFrame(frame, columns=columns)
+
+
+# ---------------------------------------------------------------------------------------------- demo
+def _demo_files() -> list[Path]:
+    return sorted(DEMO_DIR.glob("*.jsonl"), key=lambda p: p.name)
+
+
+def _read_demo() -> tuple[dict[str, dict[str, list]], list[Path], int]:
+    files = _demo_files()
+    if not files:
+        raise DataError(f"The built-in demo reviews are missing: no *.jsonl files in {DEMO_DIR}. Reinstall the "
+                        "app, or choose a local file or Hub data set.")
+    splits: dict[str, dict[str, list]] = {s: {"text": [], "label": []} for s in SPLITS}
+    skipped = 0
+    for path in files:
+        raw = path.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DataError(f"The built-in demo file {path.name} is not UTF-8 text; reinstall the app.") from None
+        lines = text.split("\n")
+        for lineno, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            torn_tail = lineno == len(lines)  # last piece with no newline yet: a writer may still be busy
+            try:
+                rec = json.loads(line)
+                ok = (isinstance(rec, dict) and isinstance(rec.get("text"), str)
+                      and rec.get("label") in (0, 1) and not isinstance(rec.get("label"), bool)
+                      and rec.get("split") in SPLITS)
+            except ValueError:
+                rec, ok = None, False
+            if not ok:
+                if torn_tail:
+                    skipped += 1
+                    continue
+                raise DataError(f"The built-in demo file {path.name}, line {lineno}, is not a review record "
+                                '{"text": ..., "label": 0 or 1, "split": "train" or "test"}; reinstall the app.')
+            splits[rec["split"]]["text"].append(rec["text"])
+            splits[rec["split"]]["label"].append(int(rec["label"]))
+    return splits, files, skipped
+
+
+def demo_reviews() -> datasets.DatasetDict:
+    """The built-in movie reviews with their fixed train/test split (labels 0 = negative, 1 = positive).
+
+    Reviews keep the order of the files (``data/demo_reviews/*.jsonl``, read in name order).
+    """
+    splits, _, _ = _read_demo()
+    return datasets.DatasetDict({s: datasets.Dataset.from_dict(splits[s], features=FEATURES) for s in SPLITS})
+
+
+def _demo_parts() -> tuple[list[_Part], dict]:
+    splits, files, skipped = _read_demo()
+    parts = [_Part(s, f"the built-in {s} reviews", splits[s]["text"], splits[s]["label"],
+                   list(range(1, len(splits[s]["text"]) + 1))) for s in SPLITS if splits[s]["text"]]
+    info = {"source": "demo", "files": [str(p.relative_to(ROOT)) for p in files]}
+    if skipped:
+        info["skipped_incomplete_lines"] = skipped
+    total = sum(len(p.texts) for p in parts)
+    info["_describe"] = f"the built-in movie reviews ({_plural(total, 'review')} in {_plural(len(files), 'file')})"
+    return parts, info
+
+
+# ---------------------------------------------------------------------------------------------- aclImdb
+def _acl_root(folder: Path) -> Path | None:
+    for candidate in (folder, folder / "aclImdb"):
+        if any((candidate / s / c).is_dir() for s in SPLITS for c in ("pos", "neg")):
+            return candidate
+    return None
+
+
+def _acl_sort_key(path: Path) -> tuple:
+    stem = path.stem.split("_")[0]
+    return (int(stem) if stem.isdigit() else float("inf"), path.name)
+
+
+def _acl_parts(root: Path) -> tuple[list[_Part], dict]:
+    parts: list[_Part] = []
+    for split in SPLITS:
+        split_dir = root / split
+        if not split_dir.is_dir():
+            if split == "train":
+                raise DataError(f"The aclImdb folder {root} has no train/ folder (expected train/pos and "
+                                "train/neg with one .txt review per file).")
+            continue
+        texts: list[str] = []
+        labels: list[str] = []
+        origins: list[int] = []
+        for cls in ("neg", "pos"):
+            cls_dir = split_dir / cls
+            if not cls_dir.is_dir():
+                raise DataError(f"The aclImdb folder {root} has {split}/ but no {split}/{cls}/ folder; both "
+                                f"{split}/pos and {split}/neg are needed.")
+            files = sorted(cls_dir.glob("*.txt"), key=_acl_sort_key)
+            if not files:
+                raise DataError(f"{cls_dir} holds no .txt review files.")
+            for f in files:
+                try:
+                    texts.append(f.read_text(encoding="utf-8-sig"))
+                except UnicodeDecodeError:
+                    raise DataError(f"The review file {f} is not UTF-8 text; re-save it as UTF-8.") from None
+                except OSError as exc:
+                    raise DataError(f"Cannot read {f}: {exc.strerror or exc}.") from None
+                labels.append(cls)
+                origins.append(len(origins) + 1)
+        parts.append(_Part(split, f"{root.name}/{split}", texts, labels, origins))
+    info = {"source": "aclimdb", "files": [str(root)],
+            "_describe": f"the IMDb review folder {root} (pos/neg text files)"}
+    return parts, info
+
+
+# ---------------------------------------------------------------------------------------------- local files
+def _table_part(table: _Table, split: str, config: TrainConfig, used: dict) -> _Part:
+    text_col = _find_column(table.columns, config.text_column)
+    if text_col is None:
+        raise _missing_column("text", config.text_column, table.columns, table.path.name, table.kind)
+    label_col = _find_column(table.columns, config.label_column)
+    if label_col is None:
+        raise _missing_column("label", config.label_column, table.columns, table.path.name, table.kind)
+    if text_col == label_col:
+        raise DataError(f"text_column and label_column both point at {text_col!r}; they must be two different "
+                        f"columns of {table.path.name}.")
+    used.setdefault("text_column", text_col)
+    used.setdefault("label_column", label_col)
+    ignored = [c for c in table.columns if c not in (text_col, label_col)]
+    if ignored:
+        used.setdefault("ignored_columns", {})[table.path.name] = ignored
+    lines = table.lines if any(x is not None for x in table.lines) else None
+    return _Part(split, table.path.name, table.data[text_col], table.data[label_col],
+                 list(range(1, table.n_rows + 1)), lines)
+
+
+def _local_parts(spec: str, config: TrainConfig) -> tuple[list[_Part], dict]:
+    path = _checked_path(spec, "data")
+    if path.is_dir():
+        root = _acl_root(path)
+        if root is None:
+            raise DataError(f"The folder {spec!r} is not an aclImdb folder (expected train/pos, train/neg, "
+                            "test/pos and test/neg holding .txt reviews, or an aclImdb/ folder inside it). For a "
+                            f"table, give the file itself: {SUPPORTED_TEXT}.")
+        if config.test_file.strip():
+            raise DataError("test_file applies to a local training file only; an aclImdb folder brings its own "
+                            "test/ folder. Clear test_file.")
+        return _acl_parts(root)
+    used: dict = {}
+    parts = [_table_part(_read_any(path), "train", config, used)]
+    files = [str(path)]
+    if config.test_file.strip():
+        test_path = _checked_path(config.test_file.strip(), "test file")
+        if test_path == path:
+            raise DataError("test_file is the same file as the training data; give a different file, or clear "
+                            "test_file to hold out part of the data.")
+        parts.append(_table_part(_read_any(test_path), "test", config, used))
+        files.append(str(test_path))
+        describe = f"the local files {path.name} (training) and {test_path.name} (evaluation)"
+    else:
+        describe = f"the local file {path.name}"
+    info = {"source": "local", "files": files, "_describe": describe, **used}
+    return parts, info
+
+
+# ---------------------------------------------------------------------------------------------- Hub
+def _hub_cache_candidates(hub_id: str) -> list[Path]:
+    """Cached copies of a Hub data set (folders named by a 40-hex Hub commit; never local-folder loads)."""
+    from datasets.naming import camelcase_to_snakecase
+    root = Path(os.path.expanduser(str(datasets.config.HF_DATASETS_CACHE)))
+    parts = hub_id.split("/")
+    parts[-1] = camelcase_to_snakecase(parts[-1])
+    base = root / "___".join(parts)
+    if not base.is_dir():
+        return []
+    found = [d for d in base.glob("*/*/*") if d.is_dir() and _HUB_HASH_RE.fullmatch(d.name)
+             and (d / "dataset_info.json").is_file()]
+    if not found:
+        return []
+    configs = sorted({d.parts[-3] for d in found})
+    if len(configs) > 1:
+        preferred = "default" if "default" in configs else None
+        if preferred:
+            found = [d for d in found if d.parts[-3] == preferred]
+    return sorted(found, key=lambda d: d.stat().st_mtime, reverse=True)
+
+
+def _load_hub_cache(hub_id: str) -> tuple[datasets.DatasetDict | None, str | None]:
+    from datasets.packaged_modules.cache.cache import Cache
+    for cache_dir in _hub_cache_candidates(hub_id):
+        config_name, version, commit = cache_dir.parts[-3:]
+        try:
+            builder = Cache(cache_dir=str(cache_dir.parents[3]), dataset_name=hub_id.split("/")[-1],
+                            repo_id=hub_id, config_name=config_name, version=version, hash=commit)
+            builder.download_and_prepare()
+            loaded = builder.as_dataset()
+        except Exception:  # an incomplete or foreign cache entry: try the next one, then the Hub
+            continue
+        if isinstance(loaded, datasets.DatasetDict) and loaded:
+            return loaded, str(cache_dir)
+    return None, None
+
+
+def _local_twin_hint(spec: str) -> str:
+    twin = Path(spec)
+    if twin.exists():
+        kind = "folder" if twin.is_dir() else "file"
+        return (f" (A local {kind} named {spec!r} exists in the working directory, but a Hub id always means the "
+                f"Hub; to use the local {kind}, write it as a path: './{spec}'.)")
+    return ""
+
+
+def _hub_parts(spec: str, config: TrainConfig) -> tuple[list[_Part], dict]:
+    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
+    if spec.lower() in _PACKAGED_DATASETS_MODULES:
+        raise DataError(f"{spec!r} is a file format, not a data set. Give the path of a file instead, e.g. "
+                        f"./reviews.{spec.lower() if spec.lower() in ('csv', 'json', 'parquet') else 'csv'}.")
+    if config.test_file.strip():
+        raise DataError("test_file applies to a local training file only; a Hub data set brings its own test "
+                        "split. Clear test_file.")
+    loaded, cache_dir = _load_hub_cache(spec)
+    if loaded is None:
+        try:
+            hub.require_hub("dataset", spec)
+        except HubUnavailableError as exc:
+            raise HubUnavailableError(str(exc) + _local_twin_hint(spec)) from None
+        from datasets.exceptions import DatasetNotFoundError
+        try:
+            # "hf://datasets/<id>" means the Hub only: a local folder named like the id is never read.
+            loaded = datasets.load_dataset(f"hf://datasets/{spec}")
+        except DatasetNotFoundError as exc:
+            raise DataError(f"The Hugging Face Hub has no data set {spec!r} that this machine may read ({exc}). "
+                            "Check the spelling, or use 'demo' or a local file." + _local_twin_hint(spec)) from None
+        except ConnectionError as exc:
+            raise HubUnavailableError(hub.unavailable_message("dataset", spec, str(exc))
+                                      + _local_twin_hint(spec)) from None
+        except Exception as exc:
+            raise DataError(f"Could not load the Hub data set {spec!r}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(loaded, datasets.DatasetDict):
+        loaded = datasets.DatasetDict({"train": loaded})
+    available = list(loaded)
+    if "train" not in loaded:
+        raise DataError(f"The Hub data set {spec!r} has no 'train' split (it has: {', '.join(available)}).")
+    chosen = {"train": "train"}
+    for candidate in ("test", "validation"):  # an unlabelled test split (all -1, as in GLUE) is skipped
+        if candidate in loaded and not _unlabelled(loaded[candidate], config.label_column):
+            chosen["test"] = candidate
+            break
+    parts: list[_Part] = []
+    used: dict = {}
+    for split, hub_split in chosen.items():
+        ds = loaded[hub_split]
+        columns = list(ds.column_names)
+        text_col = _find_column(columns, config.text_column)
+        if text_col is None:
+            raise _missing_column("text", config.text_column, columns, f"the Hub data set {spec!r}")
+        label_col = _find_column(columns, config.label_column)
+        if label_col is None:
+            raise _missing_column("label", config.label_column, columns, f"the Hub data set {spec!r}")
+        used.setdefault("text_column", text_col)
+        used.setdefault("label_column", label_col)
+        labels = list(ds[label_col])
+        feature = ds.features.get(label_col)
+        if isinstance(feature, datasets.ClassLabel):
+            used["hub_label_names"] = list(feature.names)
+            vocab = _label_vocab(config.label_names)
+            words = [_norm_label(n) for n in feature.names]
+            if (len(words) == 2 and all(w is not None and w in vocab and not w.isdigit() for w in words)
+                    and {vocab[w] for w in words} == {0, 1}):
+                labels = [feature.names[v] if isinstance(v, int) and 0 <= v < 2 else v for v in labels]
+        parts.append(_Part(split, f"the Hub split {hub_split!r}", list(ds[text_col]), labels,
+                           list(range(1, len(ds) + 1))))
+    info = {"source": "hub", "hub_id": spec, "files": [], "hub_from_cache": cache_dir is not None,
+            "hub_cache_dir": cache_dir, "hub_splits_available": available, "hub_splits_used": chosen, **used,
+            "_describe": f"the Hugging Face Hub data set {spec!r}"
+                         + (" (from the local cache)" if cache_dir else "")}
+    return parts, info
+
+
+def _unlabelled(ds: datasets.Dataset, label_column: str) -> bool:
+    """True when a split's labels are all -1 (the Hub's mark for 'no label', as in GLUE test sets)."""
+    col = _find_column(list(ds.column_names), label_column)
+    if col is None or len(ds) == 0:
+        return False
+    values = ds[:1000][col]
+    return all(isinstance(v, int) and v == -1 for v in values)
+
+
+# ---------------------------------------------------------------------------------------------- cleaning
+def _clean(part: _Part, strip_html: bool) -> tuple[_Part, dict]:
+    texts, labels, rows, lines = [], [], [], [] if part.lines is not None else None
+    dropped_rows: list[int] = []
+    html = 0
+    for i, raw in enumerate(part.texts):
+        text = "" if _is_missing(raw) else (raw if isinstance(raw, str) else str(raw))
+        if strip_html and "<" in text:
+            new = _BR_RE.sub("\n", text)
+            html += new != text
+            text = new
+        if not text.strip():
+            dropped_rows.append(part.rows[i])
+            continue
+        texts.append(text)
+        labels.append(part.labels[i])
+        rows.append(part.rows[i])
+        if lines is not None:
+            lines.append(part.lines[i])
+    report = {"empty_text": len(dropped_rows), "rows": dropped_rows[:10]}
+    if not texts:
+        raise DataError(f"Every review in {part.origin} is empty ({_plural(len(dropped_rows), 'row')}), so there "
+                        "is nothing to train on. Check that text_column names the column with the reviews.")
+    return _Part(part.split, part.origin, texts, labels, rows, lines), {"html_breaks_replaced": html, **report}
+
+
+def _class_counts(labels: list[int]) -> dict[str, int]:
+    return {"0": int(sum(1 for x in labels if x == 0)), "1": int(sum(1 for x in labels if x == 1))}
+
+
+def _check_two_classes(split: str, labels: list[int], label_names: list, origin: str, after: str = "") -> None:
+    counts = _class_counts(labels)
+    present = [k for k, v in counts.items() if v]
+    if len(present) < 2:
+        only = int(present[0]) if present else 0
+        name = label_names[only] if len(label_names) > only else str(only)
+        raise DataError(f"The {split} split ({origin}{after}) has only one class: all "
+                        f"{_plural(len(labels), 'review')} are label {only} ({name}). Both classes are needed to "
+                        "train and evaluate a sentiment classifier; add reviews of the other class"
+                        + (", or use a larger sample." if after else "."))
+
+
+def _held_out(labels: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Stratified, seeded split: (train indices, test indices), both in dataset order."""
+    rng = np.random.default_rng(seed)
+    test: list[int] = []
+    for cls in (0, 1):
+        idx = np.array([i for i, x in enumerate(labels) if x == cls], dtype=np.int64)
+        if len(idx) < 2:
+            raise DataError(f"Label {cls} has only {_plural(len(idx), 'review')}: holding out an evaluation split "
+                            "needs at least two of each class. Add reviews, or give a separate test_file.")
+        n_test = min(max(int(round(len(idx) * fraction)), 1), len(idx) - 1)
+        test.extend(int(i) for i in rng.permutation(idx)[:n_test])
+    test_set = set(test)
+    return [i for i in range(len(labels)) if i not in test_set], sorted(test)
+
+
+def _take(part: _Part, labels: list[int], idx: list[int], split: str, origin: str) -> tuple[_Part, list[int]]:
+    return (_Part(split, origin, [part.texts[i] for i in idx], [part.labels[i] for i in idx],
+                  [part.rows[i] for i in idx], [part.lines[i] for i in idx] if part.lines else None),
+            [labels[i] for i in idx])
+
+
+def _finish(parts: list[_Part], info: dict, config: TrainConfig) -> LoadedData:
+    label_col = info.get("label_column", config.label_column)
+    info.setdefault("text_column", config.text_column)
+    info.setdefault("label_column", config.label_column)
+    cleaned: list[_Part] = []
+    dropped: dict[str, dict] = {}
+    html: dict[str, int] = {}
+    for part in parts:
+        c, report = _clean(part, config.strip_html)
+        html[part.split] = report.pop("html_breaks_replaced")
+        dropped[part.split] = report
+        cleaned.append(c)
+    mapped, mapping = _map_parts(cleaned, config.label_names, label_col)
+    all_labels = [x for m in mapped for x in m]
+    if len(set(all_labels)) < 2:
+        _check_two_classes("whole", all_labels, config.label_names, "all the data")
+    by_split = {p.split: (p, m) for p, m in zip(cleaned, mapped)}
+    if "train" not in by_split:
+        raise DataError("The data has no training reviews (only a test split was found).")
+    held_out = None
+    if "test" not in by_split:
+        part, labels = by_split["train"]
+        train_idx, test_idx = _held_out(labels, config.eval_fraction, config.seed)
+        by_split = {"train": _take(part, labels, train_idx, "train", part.origin),
+                    "test": _take(part, labels, test_idx, "test", f"held out from {part.origin}")}
+        held_out = {"fraction": config.eval_fraction, "seed": config.seed, "stratified": True,
+                    "from_split": "train", "train_rows": len(train_idx), "test_rows": len(test_idx)}
+        dropped["test"] = {"empty_text": 0, "rows": [],
+                           "note": "held out from the training data after its empty reviews were dropped"}
+        html.setdefault("test", 0)
+    for split in SPLITS:
+        part, labels = by_split[split]
+        _check_two_classes(split, labels, config.label_names, part.origin)
+    rows_before = {s: len(by_split[s][1]) for s in SPLITS}
+
+    subsets: dict[str, Any] = {"max_train_samples": None, "max_eval_samples": None}
+    final: dict[str, tuple[list[str], list[int]]] = {s: (by_split[s][0].texts, by_split[s][1]) for s in SPLITS}
+    if config.max_train_samples is not None:
+        texts, labels = final["train"]
+        order = np.random.default_rng(config.seed).permutation(len(texts))[:config.max_train_samples]
+        final["train"] = ([texts[i] for i in order], [labels[i] for i in order])
+        subsets["max_train_samples"] = {"requested": config.max_train_samples, "available": len(texts),
+                                        "used": len(order), "seed": config.seed, "shuffled": True}
+        _check_two_classes("train", final["train"][1], config.label_names, by_split["train"][0].origin,
+                           f", a sample of {len(order)} reviews")
+    if config.max_eval_samples is not None:
+        texts, labels = final["test"]
+        order = sorted(int(i) for i in np.random.default_rng(config.seed).permutation(len(texts))
+                       [:config.max_eval_samples])
+        final["test"] = ([texts[i] for i in order], [labels[i] for i in order])
+        subsets["max_eval_samples"] = {"requested": config.max_eval_samples, "available": len(texts),
+                                       "used": len(order), "seed": config.seed, "shuffled": False,
+                                       "order": "dataset order"}
+        _check_two_classes("test", final["test"][1], config.label_names, by_split["test"][0].origin,
+                           f", a sample of {len(order)} reviews")
+
+    dataset = datasets.DatasetDict({
+        s: datasets.Dataset.from_dict({"text": final[s][0], "label": final[s][1]}, features=FEATURES)
+        for s in SPLITS})
+    rows = {s: len(final[s][0]) for s in SPLITS}
+    describe = info.pop("_describe")
+    sentence = describe[0].upper() + describe[1:]
+    if held_out:
+        sentence += (f", with {config.eval_fraction:.0%} held out for evaluation (stratified, seed "
+                     f"{config.seed})")
+    elif info["source"] == "demo":
+        sentence += ", with their fixed train/test split"
+    elif info["source"] == "hub":
+        sentence += f", with its {info['hub_splits_used']['test']!r} split used for evaluation"
+    elif info["source"] == "aclimdb":
+        sentence += ", with its train/ and test/ folders"
+    n_dropped = sum(d["empty_text"] for d in dropped.values())
+    extras = []
+    if n_dropped:
+        extras.append(f"{_plural(n_dropped, 'empty review')} dropped")
+    if subsets["max_train_samples"]:
+        extras.append(f"training on a seeded random {rows['train']:,} of {rows_before['train']:,}")
+    if subsets["max_eval_samples"]:
+        extras.append(f"evaluating on a seeded {rows['test']:,} of {rows_before['test']:,} kept in dataset order")
+    sentence += (": " + "; ".join(extras) if extras else "") + "."
+    out = {
+        "source": info.pop("source"),
+        "description": sentence,
+        "dataset": config.dataset,
+        "test_file": config.test_file or None,
+        **info,
+        "label_names": list(config.label_names),
+        "label_mapping": mapping,
+        "strip_html": bool(config.strip_html),
+        "html_breaks_replaced": html,
+        "held_out": held_out,
+        "dropped": dropped,
+        "rows_before_subsets": rows_before,
+        "rows": rows,
+        "class_counts": {s: _class_counts(final[s][1]) for s in SPLITS},
+        "subsets": subsets,
+        "seed": config.seed,
+    }
+    return LoadedData(dataset=dataset, info=json.loads(json.dumps(out, default=str)))
+
+
+# ---------------------------------------------------------------------------------------------- entry point
+DATA_FILE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
+
+
+def load_data(config: TrainConfig) -> LoadedData:
+    """Load the data set the config names, clean it and split it; raise DataError when it cannot be used."""
+    spec = (config.dataset or "").strip()
+    if spec == DEMO_DATASET:
+        if config.test_file.strip():
+            raise DataError("test_file applies to a local training file only; the built-in demo reviews bring "
+                            "their own test split. Clear test_file.")
+        parts, info = _demo_parts()
+        info["text_column"], info["label_column"] = "text", "label"
+    elif spec.lower().endswith(DATA_FILE_SUFFIXES) and Path(spec).expanduser().exists():
+        # 'reviews.csv' or 'data/reviews.csv' that exists here is a file, not a Hub id.
+        parts, info = _local_parts(spec, config)
+    elif hub.looks_like_hub_id(spec):
+        # Hub-id form ('imdb', 'stanfordnlp/imdb') always means the Hub, even when a local file or folder of
+        # that name exists; local data is written as a path ('./imdb', '/data/reviews.csv').
+        parts, info = _hub_parts(spec, config)
+    elif looks_like_path(spec):
+        parts, info = _local_parts(spec, config)
+    else:
+        raise DataError(f"The data set {spec!r} is neither 'demo', a Hugging Face Hub id like 'imdb' or "
+                        "'stanfordnlp/imdb', nor a local path (start local paths with /, ./ or ~).")
+    return _finish(parts, info, config)
