@@ -1,17 +1,54 @@
-"""Home: what the lab is for and where to start."""
+"""Home: what the lab is for, the three steps, the hardware, and the latest runs."""
 from __future__ import annotations
+
+import time
 
 import streamlit as st
 
+from lib import sysinfo
+from pages import common
+
+
+@st.cache_data(show_spinner=False)
+def hardware() -> dict:
+    return sysinfo.hardware()
+
+
 st.title("BERT Sentiment Lab")
 st.markdown(
-    """
-Fine-tune a BERT model to tell positive movie reviews from negative ones, watch it learn, and try it.
-
-1. **Learn** how text becomes tokens, padded batches and optimizer steps.
-2. **Train** a model: pick a preset, launch a job on the shared training box, and queue, cancel or resume it.
-3. **Runs**: follow training live, compare runs, try the model on your own reviews and see where it goes wrong.
-
-Everything works offline with the bundled MiniLM model and the built-in movie reviews.
-"""
+    "Fine-tune a BERT model to tell positive movie reviews from negative ones, watch it learn, and try it "
+    "yourself. Everything works offline with the bundled MiniLM model and the built-in movie reviews; with "
+    "a network, Hugging Face Hub models such as `bert-base-uncased` and data sets such as `imdb` work too."
 )
+
+c1, c2, c3 = st.columns(3)
+with c1:
+    st.subheader(":material/school: 1. Learn")
+    st.write("See how a review becomes WordPiece tokens, a padded batch and a number of optimizer steps.")
+    st.page_link("pages/learn.py", label="Open Learn", icon=":material/arrow_forward:")
+with c2:
+    st.subheader(":material/model_training: 2. Train")
+    st.write("Pick a preset, launch a training job on this machine, queue, cancel or resume it.")
+    st.page_link("pages/train.py", label="Open Train", icon=":material/arrow_forward:")
+with c3:
+    st.subheader(":material/monitoring: 3. Runs")
+    st.write("Follow training live, compare runs, try the model on your own reviews, find its mistakes.")
+    st.page_link("pages/runs.py", label="Open Runs", icon=":material/arrow_forward:")
+
+st.divider()
+left, right = st.columns([1, 2])
+with left:
+    st.subheader("This machine")
+    hw = hardware()
+    st.write(sysinfo.hardware_summary(hw))
+    versions = sysinfo.versions()
+    st.caption(f"torch {versions['torch']} · transformers {versions['transformers']} · "
+               f"datasets {versions['datasets']} · streamlit {versions['streamlit']}")
+with right:
+    st.subheader("Latest runs")
+    rows = common.latest_runs(limit=5)
+    if not rows:
+        st.info("No runs yet. Start with the demo preset on the Train page: it takes a few minutes on a laptop CPU.")
+    else:
+        st.dataframe(rows, hide_index=True, key="home_latest_runs", column_config={
+            "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0)})

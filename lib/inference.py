@@ -1,0 +1,449 @@
+"""Try a trained model: load it safely, predict sentiment, explain a prediction word by word.
+
+A model can be a run's final export (``model/``), one of its checkpoints (``checkpoints/checkpoint-N``),
+any folder written by ``save_pretrained``, or the bundled MiniLM before fine-tuning (its classifier
+head is untrained: useful only for contrast).
+
+Safety: weights load from ``*.safetensors`` only (``lib.models.check_safe_folder`` refuses pickle-only
+folders) and ``trust_remote_code`` stays off. Pickle files that sit in a checkpoint next to the
+weights (``optimizer.pt``, ``training_args.bin``, ``rng_state.pth``, a planted ``pytorch_model.bin``)
+are never opened.
+
+:class:`Predictor` is safe to share between threads (several people predicting at once on one
+server): one lock guards the tokenizer and the model.
+"""
+from __future__ import annotations
+
+import html
+import io
+import math
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from lib import rundir
+from lib.config import BUNDLED_MODEL
+from lib.errors import DataError, LabError, ModelError
+
+BASE_MODEL = BUNDLED_MODEL            # the bundled MiniLM before fine-tuning
+BASE_LABELS = ["NEGATIVE", "POSITIVE"]
+CHARS_PER_TOKEN_CAP = 48               # text beyond max_length * this many characters is cut before tokenizing
+EXPLAIN_MAX_TOKENS = 256               # occlusion needs one forward pass per unit: keep it bounded
+EXPLAIN_MAX_UNITS = 40
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+EXAMPLES = {
+    "Loved it": "A warm, funny and beautifully acted film. I would happily watch it again.",
+    "Hated it": "Two hours of my life I will never get back. Wooden acting and a plot full of holes.",
+    "Mixed": "The first half drags and the dialogue is clumsy, but the ending is genuinely moving.",
+    "Sarcastic": "Oh great, another superhero sequel. Exactly what the world needed. Truly groundbreaking.",
+}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Which model
+# ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelChoice:
+    kind: str          # final | checkpoint | base
+    label: str         # what a menu shows
+    path: str          # folder, or BASE_MODEL for the bundled base model
+
+
+def model_choices(run_dir: str | os.PathLike | None) -> list[ModelChoice]:
+    """The run's final model (when exported), its checkpoints on disk (newest first), the base model."""
+    out: list[ModelChoice] = []
+    if run_dir is not None:
+        run_dir = Path(run_dir)
+        if (run_dir / rundir.MODEL / "config.json").is_file():
+            out.append(ModelChoice("final", "final model (model/)", str(run_dir / rundir.MODEL)))
+        folder = run_dir / rundir.CHECKPOINTS
+        steps = []
+        try:
+            for entry in os.scandir(folder):
+                if entry.name.startswith("checkpoint-") and entry.is_dir(follow_symlinks=False):
+                    try:
+                        steps.append((int(entry.name.split("-", 1)[1]), entry.path))
+                    except ValueError:
+                        continue
+        except OSError:
+            pass
+        for step, path in sorted(steps, reverse=True):
+            out.append(ModelChoice("checkpoint", f"checkpoint at step {step}", path))
+    out.append(ModelChoice("base", "bundled MiniLM before fine-tuning (untrained head)", BASE_MODEL))
+    return out
+
+
+def _missing_message(path: Path) -> str:
+    if path.name.startswith("checkpoint-"):
+        return (f"The checkpoint {path.name} no longer exists: it was probably removed by save_total_limit "
+                "or the run was deleted. Pick another checkpoint or the final model.")
+    return (f"The model folder {path} does not exist (any more). Pick another model, or train the run to the "
+            "end so it exports model/.")
+
+
+def check_model_folder(path: str | os.PathLike) -> Path:
+    """A folder we can load: exists, has config.json, safetensors weights and tokenizer files."""
+    from lib.models import check_safe_folder
+    p = Path(path)
+    if "\x00" in str(path):
+        raise ModelError("the model path contains a NUL byte; remove it")
+    if not p.exists():
+        raise ModelError(_missing_message(p))
+    if not p.is_dir():
+        raise ModelError(f"{p} is not a folder: give a folder saved with save_pretrained (a run's model/ or a "
+                         "checkpoint-N folder)")
+    check_safe_folder(p)
+    if not ((p / "tokenizer.json").is_file() or (p / "tokenizer_config.json").is_file()
+            or (p / "vocab.txt").is_file()):
+        raise ModelError(f"{p} has no tokenizer files (tokenizer.json / tokenizer_config.json): save the "
+                         "tokenizer next to the model with tokenizer.save_pretrained")
+    return p
+
+
+def model_signature(source: str | os.PathLike) -> tuple[str, int]:
+    """(resolved location, modification time of its weights): a cache key that changes when the
+    model is re-exported. Raises ModelError when the folder has gone."""
+    if str(source) == BASE_MODEL:
+        return BASE_MODEL, 0
+    p = Path(source)
+    try:
+        resolved = p.resolve()
+        weights = sorted(resolved.glob("*.safetensors"))
+        mtime = max((w.stat().st_mtime_ns for w in weights), default=resolved.stat().st_mtime_ns)
+    except OSError:
+        raise ModelError(_missing_message(p)) from None
+    return str(resolved), mtime
+
+
+# ---------------------------------------------------------------------------------------------------
+# Text checks
+# ---------------------------------------------------------------------------------------------------
+def check_text(text: Any) -> str:
+    """A review to predict on: text that is not empty or only white space."""
+    if not isinstance(text, str):
+        raise DataError(f"a review must be text, got {type(text).__name__}")
+    if not text.strip():
+        raise DataError("The review is empty: type or paste some text first.")
+    return text
+
+
+# ---------------------------------------------------------------------------------------------------
+# The predictor
+# ---------------------------------------------------------------------------------------------------
+def _softmax(row) -> list[float]:
+    m = max(row)
+    exps = [math.exp(x - m) for x in row]
+    s = sum(exps)
+    return [e / s for e in exps]
+
+
+class Predictor:
+    """A loaded sentiment model. ``predict(texts)`` and ``explain(text)``; thread-safe."""
+
+    def __init__(self, source: str | os.PathLike, *, max_length: int | None = None):
+        import torch
+        from lib.models import load_model, load_tokenizer
+        self.source = str(source)
+        self._lock = threading.Lock()
+        try:
+            if self.source == BASE_MODEL:
+                torch.manual_seed(0)  # the untrained head is random: make it the same every time
+                self.model = load_model(BASE_MODEL, BASE_LABELS)
+                self.tokenizer = load_tokenizer(BASE_MODEL)
+                self.description = "bundled MiniLM before fine-tuning (untrained classifier head)"
+            else:
+                folder = check_model_folder(self.source).resolve()
+                self.model = load_model(str(folder), None)
+                self.tokenizer = load_tokenizer(str(folder))
+                self.description = str(folder)
+        except LabError as exc:
+            if self.source != BASE_MODEL and not Path(self.source).exists():
+                raise ModelError(_missing_message(Path(self.source))) from None
+            raise ModelError(str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - corrupt weights, odd configs: a message, not a crash
+            if self.source != BASE_MODEL and not Path(self.source).exists():
+                raise ModelError(_missing_message(Path(self.source))) from None
+            raise ModelError(f"could not load a sentiment model from {self.source}: {exc}") from None
+        self.model.eval()
+        cfg = self.model.config
+        id2label = getattr(cfg, "id2label", None) or {}
+        n = int(getattr(cfg, "num_labels", 0) or len(id2label) or 2)
+        self.label_names = [str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(n)]
+        limits = [512]
+        pos = getattr(cfg, "max_position_embeddings", None)
+        if isinstance(pos, int) and pos > 8:
+            limits.append(pos - (2 if getattr(cfg, "model_type", "") in ("roberta", "xlm-roberta") else 0))
+        tmax = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(tmax, int) and 8 <= tmax < 100_000:
+            limits.append(tmax)
+        if max_length:
+            limits.append(int(max_length))
+        self.max_length = max(8, min(limits))
+        import inspect
+        self._accepts = set(inspect.signature(self.model.forward).parameters)
+
+    # ------------------------------------------------------------------ helpers
+    def _cut(self, text: str, max_tokens: int) -> tuple[str, bool]:
+        cap = max_tokens * CHARS_PER_TOKEN_CAP
+        return (text[:cap], True) if len(text) > cap else (text, False)
+
+    def _encode(self, texts: list[str], max_tokens: int) -> tuple[list[dict], list[bool]]:
+        """Token ids per text (no padding) and whether each text was cut to fit ``max_tokens``."""
+        cut = [self._cut(t, max_tokens) for t in texts]
+        fast = getattr(self.tokenizer, "is_fast", False)
+        enc = self.tokenizer([c[0] for c in cut], truncation=True, max_length=max_tokens,
+                             return_offsets_mapping=fast)
+        items, truncated = [], []
+        for i, (text, was_cut) in enumerate(cut):
+            item = {k: enc[k][i] for k in enc.keys() if k != "offset_mapping"}
+            trunc = was_cut
+            if not trunc:
+                if fast:
+                    ends = [e for (s, e) in enc["offset_mapping"][i] if e > s]
+                    trunc = bool(ends) and bool(text[max(ends):].strip()) and len(item["input_ids"]) >= max_tokens
+                else:
+                    trunc = len(item["input_ids"]) >= max_tokens
+            items.append(item)
+            truncated.append(trunc)
+        return items, truncated
+
+    def _forward(self, items: list[dict]) -> list[list[float]]:
+        import torch
+        batch = self.tokenizer.pad(items, return_tensors="pt")
+        inputs = {k: v for k, v in batch.items() if k in self._accepts}
+        with torch.inference_mode():
+            logits = self.model(**inputs).logits.float().tolist()
+        return [_softmax(row) for row in logits]
+
+    # ------------------------------------------------------------------ predict
+    def predict(self, texts: Iterable[str], batch_size: int = 16) -> list[dict]:
+        """One result per text, in the given order: ``{label, label_id, scores{name: p}, confidence,
+        truncated, tokens}``. Empty texts get ``label None`` and a note instead of a guess."""
+        texts = list(texts)
+        for t in texts:
+            if not isinstance(t, str):
+                raise DataError(f"a review must be text, got {type(t).__name__}")
+        results: list[dict | None] = [None] * len(texts)
+        todo = [i for i, t in enumerate(texts) if t.strip()]
+        for i, t in enumerate(texts):
+            if not t.strip():
+                results[i] = {"label": None, "label_id": None, "scores": {}, "confidence": None,
+                              "truncated": False, "tokens": 0, "note": "empty text"}
+        batch_size = max(1, int(batch_size))
+        with self._lock:
+            items, truncated = self._encode([texts[i] for i in todo], self.max_length) if todo else ([], [])
+            order = sorted(range(len(todo)), key=lambda k: len(items[k]["input_ids"]))  # less padding
+            for start in range(0, len(order), batch_size):
+                chunk = order[start:start + batch_size]
+                probs = self._forward([items[k] for k in chunk])
+                for k, p in zip(chunk, probs):
+                    best = max(range(len(p)), key=p.__getitem__)
+                    results[todo[k]] = {
+                        "label": self.label_names[best], "label_id": best,
+                        "scores": {self.label_names[j]: p[j] for j in range(len(p))},
+                        "confidence": p[best], "truncated": truncated[k],
+                        "tokens": len(items[k]["input_ids"])}
+        return results  # type: ignore[return-value]
+
+    def predict_one(self, text: str) -> dict:
+        """Predict one review (DataError when it is empty) and time it: adds ``latency_ms``."""
+        check_text(text)
+        t0 = time.perf_counter()
+        result = self.predict([text])[0]
+        result["latency_ms"] = (time.perf_counter() - t0) * 1000.0
+        if result["truncated"]:
+            result["note"] = (f"The review is longer than the model's limit of {self.max_length} tokens: only "
+                              "its beginning was read.")
+        return result
+
+    # ------------------------------------------------------------------ explain
+    def explain(self, text: str, max_tokens: int = EXPLAIN_MAX_TOKENS, max_units: int = EXPLAIN_MAX_UNITS,
+                batch_size: int = 16) -> dict:
+        """Which words pushed the decision, by occlusion: each word (all its word pieces) is replaced
+        by the mask token and the drop in the predicted label's probability is its score (positive:
+        the word supports the prediction; negative: it speaks against it).
+
+        Occlusion costs one forward pass per unit, so a review with more than ``max_units`` words is
+        occluded in runs of neighbouring words (each word of a run gets the run's score), and only the
+        first ``max_tokens`` tokens are explained.
+
+        Returns ``{label, label_id, confidence, scores, spans: [{start, end, text, score, pieces, unit}],
+        words_per_unit, analysed_chars, truncated, note, method}``; ``start``/``end`` are character
+        offsets in ``text``.
+        """
+        check_text(text)
+        max_tokens = max(8, min(int(max_tokens), self.max_length))
+        fast = getattr(self.tokenizer, "is_fast", False)
+        if not fast:
+            raise ModelError("explanations need a fast tokenizer (tokenizer.json) to map tokens to the text")
+        mask_id = self.tokenizer.mask_token_id
+        if mask_id is None:
+            mask_id = self.tokenizer.unk_token_id if self.tokenizer.unk_token_id is not None \
+                else self.tokenizer.pad_token_id
+        t0 = time.perf_counter()
+        with self._lock:
+            cut_text, was_cut = self._cut(text, max_tokens)
+            enc = self.tokenizer(cut_text, truncation=True, max_length=max_tokens, return_offsets_mapping=True)
+            ids = list(enc["input_ids"])
+            item = {k: list(enc[k]) for k in enc.keys() if k != "offset_mapping"}
+            offsets = enc["offset_mapping"]
+            word_ids = enc.word_ids()
+            tokens = enc.tokens()
+            base = self._forward([item])[0]
+            pred = max(range(len(base)), key=base.__getitem__)
+            groups: dict[int, list[int]] = {}
+            for pos, w in enumerate(word_ids):
+                if w is not None and offsets[pos][1] > offsets[pos][0]:
+                    groups.setdefault(w, []).append(pos)
+            words = [positions for _, positions in sorted(groups.items(), key=lambda kv: kv[1][0])]
+            per_unit = max(1, math.ceil(len(words) / max(1, int(max_units))))
+            units = [words[i:i + per_unit] for i in range(0, len(words), per_unit)]
+            variants = []
+            for unit in units:
+                v = {k: list(val) for k, val in item.items()}
+                for positions in unit:
+                    for pos in positions:
+                        v["input_ids"][pos] = mask_id
+                variants.append(v)
+            drops: list[float] = []
+            for start in range(0, len(variants), batch_size):
+                for p in self._forward(variants[start:start + batch_size]):
+                    drops.append(base[pred] - p[pred])
+        spans = []
+        for u, (unit, score) in enumerate(zip(units, drops)):
+            for positions in unit:
+                start, end = offsets[positions[0]][0], offsets[positions[-1]][1]
+                spans.append({"start": int(start), "end": int(end), "text": cut_text[start:end],
+                              "score": float(score), "pieces": [tokens[p] for p in positions], "unit": u})
+        ends = [e for (s, e) in offsets if e > s]
+        analysed = max(ends) if ends else 0
+        truncated = was_cut or (len(ids) >= max_tokens and bool(text[analysed:].strip()))
+        note = ""
+        if truncated:
+            note = (f"Only the first {max_tokens} tokens (the first {analysed:,} characters) were explained; "
+                    "the rest of the review is not shown here.")
+        if per_unit > 1:
+            note = (note + " " if note else "") + (f"Long review: words were hidden {per_unit} at a time, so "
+                                                   f"neighbouring words share a score.")
+        if not spans:
+            note = (note + " " if note else "") + "The text has no words the model could weigh."
+        return {"label": self.label_names[pred], "label_id": pred, "confidence": base[pred],
+                "scores": {self.label_names[j]: base[j] for j in range(len(base))}, "spans": spans,
+                "words_per_unit": per_unit, "analysed_chars": analysed, "truncated": truncated, "note": note,
+                "method": "occlusion",
+                "seconds": time.perf_counter() - t0}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Showing an explanation
+# ---------------------------------------------------------------------------------------------------
+def highlight_html(text: str, explanation: dict, label_names: list[str] | None = None) -> str:
+    """The analysed text as HTML with each word's background showing its weight: green pushes towards
+    the second label (e.g. POSITIVE), red towards the first. Every piece of text is HTML-escaped, so
+    tags or scripts in a review show as text."""
+    spans = sorted(explanation.get("spans") or [], key=lambda s: s["start"])
+    pred = explanation.get("label_id") or 0
+    toward_pos = [(s["score"] if pred == 1 else -s["score"]) for s in spans]
+    scale = max((abs(v) for v in toward_pos), default=0.0) or 1.0
+    names = label_names or list((explanation.get("scores") or {}).keys()) or ["label 0", "label 1"]
+    out, pos = [], 0
+    analysed = int(explanation.get("analysed_chars") or 0)
+    for span, v in zip(spans, toward_pos):
+        if span["start"] < pos:
+            continue
+        out.append(html.escape(text[pos:span["start"]]))
+        alpha = min(1.0, abs(v) / scale) * 0.75
+        rgb = "34,160,70" if v >= 0 else "215,50,50"
+        towards = names[1] if v >= 0 and len(names) > 1 else names[0]
+        title = html.escape(f"{abs(v):.4f} towards {towards}", quote=True)
+        out.append(f'<span style="background-color: rgba({rgb},{alpha:.2f}); border-radius: 3px; padding: 0 1px" '
+                   f'title="{title}">{html.escape(text[span["start"]:span["end"]])}</span>')
+        pos = span["end"]
+    out.append(html.escape(text[pos:analysed] if analysed > pos else ""))
+    if explanation.get("truncated"):
+        out.append(' <em>… (not analysed beyond this point)</em>')
+    return ('<div style="white-space: pre-wrap; line-height: 1.9; font-size: 1rem">' + "".join(out) + "</div>")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Batch mode: tables in, CSV out
+# ---------------------------------------------------------------------------------------------------
+def neutralize_cell(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula (starting with = + - @, tab or CR) gets a leading
+    single quote so it shows as text."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def safe_csv_bytes(df) -> bytes:
+    """The table as UTF-8 CSV with every text cell and column name neutralised against formula injection."""
+    out = df.copy()
+    out.columns = [neutralize_cell(str(c)) for c in out.columns]
+    for col in out.columns:
+        if out[col].dtype == object or str(out[col].dtype).startswith(("string", "str")):
+            out[col] = out[col].map(neutralize_cell).astype(object)
+    buf = io.StringIO()
+    out.to_csv(buf, index=False, lineterminator="\r\n")  # RFC 4180; cells with \r or \n get quoted
+    return buf.getvalue().encode("utf-8")
+
+
+def read_table_file(path: str | os.PathLike, text_column: str, max_rows: int | None = None):
+    """Read a CSV/TSV/JSONL/Parquet file of reviews (the data loader's checks: empty, binary, not UTF-8,
+    ragged rows) and check that ``text_column`` exists."""
+    from lib.data import read_table
+    return read_table(path, text_column=text_column, max_rows=max_rows)
+
+
+def save_upload(runs_dir: str | os.PathLike, data: bytes, filename: str) -> Path:
+    """Store uploaded bytes under ``<runs_dir>/_uploads`` with a server-made name (the person's file
+    name only decides the format). Delete it when done."""
+    ext = Path(str(filename or "")).suffix.lower()
+    if ext not in (".csv", ".tsv", ".jsonl", ".json", ".parquet"):
+        raise DataError(f"upload a CSV, TSV, JSON Lines or Parquet file (got {ext or 'no extension'})")
+    if not data:
+        raise DataError("The uploaded file is empty: it holds no reviews.")
+    folder = Path(runs_dir) / rundir.UPLOADS
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"tryout-{secrets.token_hex(8)}{ext}"
+    with open(path, "xb") as fh:
+        fh.write(data)
+    return path
+
+
+def upload_columns(runs_dir: str | os.PathLike, data: bytes, filename: str, max_rows: int | None = None):
+    """Read an uploaded table (deleted right after): a DataFrame."""
+    path = save_upload(runs_dir, data, filename)
+    try:
+        from lib.data import read_table
+        return read_table(path, max_rows=max_rows)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def predict_frame(predictor: Predictor, df, text_column: str, batch_size: int = 16):
+    """The table with the predictions added: predicted_label, confidence, p_<label>..., truncated, note."""
+    import pandas as pd
+    if text_column not in df.columns:
+        raise DataError(f"there is no column {text_column!r}; the table has: {', '.join(map(str, df.columns))}")
+    texts = ["" if (v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA) else str(v)
+             for v in df[text_column].tolist()]
+    results = predictor.predict(texts, batch_size=batch_size)
+    out = df.copy()
+
+    def free(name: str) -> str:
+        while name in out.columns:
+            name = "pred_" + name
+        return name
+
+    out[free("predicted_label")] = [r["label"] if r["label"] is not None else "" for r in results]
+    out[free("confidence")] = [round(r["confidence"], 6) if r["confidence"] is not None else None for r in results]
+    for name in predictor.label_names:
+        out[free(f"p_{name}")] = [round(r["scores"][name], 6) if r["scores"] else None for r in results]
+    out[free("truncated")] = [r["truncated"] for r in results]
+    out[free("note")] = [r.get("note", "") for r in results]
+    return out

@@ -1,0 +1,116 @@
+"""Predict sentiment from the command line with a trained model.
+
+    python -m lib.predict --model runs/<id>/model "A warm, funny film." "Dull and far too long."
+    python -m lib.predict --model runs/<id>/checkpoints/checkpoint-500 --csv reviews.csv \\
+        --text-column review --out predictions.csv
+
+``--model`` is a run's ``model/`` folder, one of its checkpoints, any folder saved with
+``save_pretrained`` (safetensors weights), or ``bundled-minilm`` (the base model before fine-tuning).
+With texts, one JSON object per text is printed: ``{"label": ..., "scores": {label: probability}}``.
+With ``--csv`` (CSV, TSV, JSON Lines or Parquet) the predictions are added as columns and written to
+``--out`` as CSV; text cells that a spreadsheet would run as a formula are prefixed with ``'``.
+
+Exit codes: 0 done, 2 bad input (a short message on stderr).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from lib.errors import DataError, LabError
+
+EXIT_OK, EXIT_BAD_INPUT = 0, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own exit code is 2 as well; keep the message short
+        self.print_usage(sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m lib.predict", description="Predict the sentiment of reviews with a trained model.")
+    p.add_argument("--model", required=True, metavar="DIR",
+                   help="a run's model/ folder, a checkpoint-N folder, a save_pretrained folder, or bundled-minilm")
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="reviews to classify (one JSON line is printed per text)")
+    p.add_argument("--csv", metavar="IN", help="a CSV/TSV/JSONL/Parquet file of reviews (batch mode)")
+    p.add_argument("--text-column", default="text", metavar="COL", help="column with the reviews (default: text)")
+    p.add_argument("--out", metavar="OUT", help="where to write the predictions CSV (batch mode)")
+    p.add_argument("--batch-size", type=int, default=16, help="reviews per forward pass (default 16)")
+    p.add_argument("--max-length", type=int, default=None, help="longest input in tokens (default: the model's, "
+                   "at most 512)")
+    return p
+
+
+def _check_args(args) -> None:
+    if args.csv and args.texts:
+        raise DataError("give either texts or --csv, not both")
+    if not args.csv and not args.texts:
+        raise DataError("nothing to predict: give one or more texts, or --csv FILE --out FILE")
+    if args.csv and not args.out:
+        raise DataError("--csv needs --out (where to write the predictions CSV)")
+    if args.out and not args.csv:
+        raise DataError("--out is for batch mode: add --csv FILE")
+    if args.batch_size < 1:
+        raise DataError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    if args.max_length is not None and not 8 <= args.max_length <= 512:
+        raise DataError(f"--max-length must be between 8 and 512, got {args.max_length}")
+    for i, text in enumerate(args.texts, 1):
+        if not text.strip():
+            raise DataError(f"text {i} is empty: give the review's words")
+    if args.out:
+        out = Path(args.out)
+        if out.exists() and out.is_dir():
+            raise DataError(f"--out {args.out} is a folder; give a file name such as predictions.csv")
+        if not out.resolve().parent.is_dir():
+            raise DataError(f"the folder for --out {args.out} does not exist")
+        if args.csv and out.resolve() == Path(args.csv).resolve():
+            raise DataError("--out must not be the input file")
+
+
+def _quiet_transformers() -> None:
+    """No weight-loading progress bars or load reports on the terminal: only the predictions."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from transformers.utils import logging as hf_logging
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        _check_args(args)
+        _quiet_transformers()
+        from lib.inference import BASE_MODEL, Predictor, check_model_folder, predict_frame, read_table_file, \
+            safe_csv_bytes
+        model = args.model if args.model == BASE_MODEL else str(check_model_folder(args.model))
+        table = read_table_file(args.csv, args.text_column) if args.csv else None
+        predictor = Predictor(model, max_length=args.max_length)
+        if table is not None:
+            result = predict_frame(predictor, table, args.text_column, batch_size=args.batch_size)
+            tmp = Path(args.out).with_name(f".{Path(args.out).name}.tmp{os.getpid()}")
+            tmp.write_bytes(safe_csv_bytes(result))
+            os.replace(tmp, args.out)
+            done = sum(1 for v in result["predicted_label"] if v)
+            print(f"wrote {len(result)} rows ({done} predicted) to {args.out}", file=sys.stderr)
+        else:
+            for text, r in zip(args.texts, predictor.predict(args.texts, batch_size=args.batch_size)):
+                row = {"label": r["label"], "scores": {k: round(v, 6) for k, v in r["scores"].items()}}
+                if r["truncated"]:
+                    row["truncated"] = True
+                print(json.dumps(row, ensure_ascii=False), flush=True)
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

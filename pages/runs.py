@@ -1,0 +1,515 @@
+"""Runs: follow training live, compare runs, look at checkpoints, try a model, see where it goes wrong.
+
+Everything shown here is read from the runs directory (``lib.logs``, ``lib.inference``); this page
+only lays it out.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from lib import inference, logs
+from lib.errors import LabError
+from lib.rundir import STATES
+from pages.common import current_user, runs_dir, show_lab_error
+
+POLL_S = 2.0
+BATCH_MAX_ROWS = 2000
+MAX_POINTS = 4000
+STATE_COLORS = {"queued": "blue", "running": "orange", "finished": "green", "failed": "red", "cancelled": "gray"}
+STATE_ICONS = {"queued": ":material/schedule:", "running": ":material/autorenew:", "finished": ":material/check:",
+               "failed": ":material/error:", "cancelled": ":material/block:"}
+X_LABELS = {"step": "optimizer step", "epoch": "epoch", "time": "training time (min)"}
+FINAL_KEYS = (("eval_accuracy", "Accuracy"), ("eval_f1", "F1"), ("eval_loss", "Eval loss"),
+              ("eval_roc_auc", "ROC-AUC"))
+PALETTE = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------------
+def md(text: object) -> str:
+    """Plain text made safe for a markdown element: every ASCII punctuation mark is escaped."""
+    return "".join("\\" + c if (c.isascii() and not c.isalnum() and not c.isspace()) else c for c in str(text))
+
+
+def fmt(value: float | None, digits: int = 4) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the model…")
+def load_predictor(location: str, mtime: int, max_length: int | None) -> inference.Predictor:
+    """One loaded model per (folder, weights mtime, max length), shared by every session."""
+    return inference.Predictor(location, max_length=max_length)
+
+
+def thin(xs: list, ys: list, limit: int = MAX_POINTS) -> tuple[list, list]:
+    if len(xs) <= limit:
+        return xs, ys
+    k = math.ceil(len(xs) / limit)
+    return xs[::k] + xs[-1:], ys[::k] + ys[-1:]
+
+
+def figure(title: str, x_axis: str, y_title: str, log_y: bool = False, height: int = 300) -> go.Figure:
+    fig = go.Figure()
+    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40, b=10), hovermode="x unified",
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
+    fig.update_xaxes(title=X_LABELS[x_axis])
+    fig.update_yaxes(title=y_title, type="log" if log_y else "linear")
+    return fig
+
+
+def mark_saves(fig: go.Figure, series: logs.MetricSeries, x_axis: str) -> None:
+    saves = series.save
+    if len(saves) > 60:
+        saves = saves[:: math.ceil(len(saves) / 60)]
+    for x, row in zip(logs.x_values(saves, x_axis), saves):
+        if not math.isnan(x):
+            fig.add_vline(x=x, line=dict(color="rgba(120,120,120,0.45)", dash="dot", width=1))
+    if saves:  # one legend entry for the markers
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name="checkpoint saved",
+                                 line=dict(color="rgba(120,120,120,0.6)", dash="dot")))
+
+
+def show(fig: go.Figure, key: str) -> None:
+    st.plotly_chart(fig, key=key, config={"displaylogo": False})
+
+
+# ---------------------------------------------------------------------------------------------------
+# Run picker
+# ---------------------------------------------------------------------------------------------------
+st.title("Runs")
+root = runs_dir()
+all_runs = logs.list_runs(root)
+if not all_runs:
+    st.info("No runs yet. Launch one on the Train page: it shows up here while it trains.")
+    st.stop()
+
+c_state, c_owner = st.columns(2)
+state_filter = c_state.multiselect("State", list(STATES), key="runs_state_filter", placeholder="all states")
+owners = sorted({r.owner for r in all_runs if r.owner})
+me = current_user()
+owner_options = ["everyone"] + (["me"] if me else []) + [o for o in owners if o != me]
+owner_filter = c_owner.selectbox("Owner", owner_options, key="runs_owner_filter")
+runs = [r for r in all_runs
+        if (not state_filter or r.state in state_filter)
+        and (owner_filter == "everyone" or r.owner == (me if owner_filter == "me" else owner_filter))]
+if not runs:
+    st.info("No run matches these filters.")
+    st.stop()
+by_id = {r.run_id: r for r in runs}
+all_by_id = {r.run_id: r for r in all_runs}
+if st.session_state.get("runs_pick") not in by_id:
+    st.session_state.pop("runs_pick", None)
+    wanted = st.query_params.get("run")
+    if wanted in by_id:
+        st.session_state["runs_pick"] = wanted
+run_id = st.selectbox("Run (newest first)", list(by_id), key="runs_pick",
+                      format_func=lambda i: f"{by_id[i].label} · {by_id[i].state} · {i}")
+if st.query_params.get("run") != run_id:
+    st.query_params["run"] = run_id
+run = by_id[run_id]
+config = logs.read_config(run.path)
+label_names = [str(x) for x in (config.get("label_names") or ["NEGATIVE", "POSITIVE"])]
+
+head_l, head_r = st.columns([4, 1], vertical_alignment="center")
+head_l.subheader(md(run.label))
+head_l.caption(md(f"{run.run_id} · model {run.model or '?'} · data {run.dataset or '?'}"
+                  + (f" · owner {run.owner}" if run.owner else "")))
+with head_r:
+    st.badge(run.state, icon=STATE_ICONS.get(run.state), color=STATE_COLORS.get(run.state, "gray"))
+
+tab_train, tab_compare, tab_ckpt, tab_try, tab_errors = st.tabs(
+    ["Training", "Compare", "Checkpoints", "Try it", "Error analysis"], key="runs_tab", on_change="rerun")
+
+
+def is_open(tab) -> bool:
+    return tab.open is not False  # None when tabs do not track state: render everything
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training: progress and charts (live while the run is queued or running)
+# ---------------------------------------------------------------------------------------------------
+def render_progress(prog: logs.Progress, status: dict) -> None:
+    if prog.state in ("failed", "cancelled") and prog.error:
+        message = str(prog.error.get("message") or "the run stopped")
+        (st.error if prog.state == "failed" else st.warning)(
+            f"This run {prog.state}: {message}", icon=STATE_ICONS[prog.state])
+        if prog.error.get("hint"):
+            st.info(str(prog.error["hint"]), icon=":material/lightbulb:")
+    elif prog.state == "failed":
+        st.error("This run failed. The log below says why.", icon=":material/error:")
+    if prog.stalled and prog.active:
+        age = logs.format_duration(prog.heartbeat_age_s)
+        st.warning(f"No sign of life from the job for {age}: it may be stuck. The log below may say why.",
+                   icon=":material/hourglass_disabled:")
+    if prog.state == "queued":
+        where = f" (position {prog.queue_position} in the queue)" if prog.queue_position else ""
+        st.info(f"Waiting for its turn on the training device{where}.", icon=":material/schedule:")
+    if prog.phase == "evaluating":
+        st.caption("Training done; scoring the evaluation set and exporting the model…")
+    total = prog.total_steps
+    text = f"step {prog.step:,} / {total:,}" if total else f"step {prog.step:,}"
+    st.progress(prog.fraction or 0.0, text=text)
+    cols = st.columns(5)
+    epoch_txt = fmt(prog.epoch, 2) + (f" / {prog.num_epochs:g}" if prog.num_epochs else "")
+    cols[0].metric("Step", f"{prog.step:,}" + (f" / {total:,}" if total else ""))
+    cols[1].metric("Epoch", epoch_txt)
+    cols[2].metric("Elapsed", logs.format_duration(prog.elapsed_s))
+    cols[3].metric("ETA", logs.format_duration(prog.eta_s) if prog.active else "–")
+    cols[4].metric("Samples/s", fmt(prog.samples_per_s, 1))
+    final = logs.final_metrics(run.path, status)
+    baseline = logs.read_baseline(run.path)
+    if final:
+        st.markdown("**Evaluation** (last)")
+        mcols = st.columns(len(FINAL_KEYS) + 1)
+        for col, (key, name) in zip(mcols, FINAL_KEYS):
+            value = final.get(key)
+            delta = None
+            if key == "eval_accuracy" and baseline and value is not None:
+                delta = f"{value - baseline['accuracy']:+.4f} vs TF-IDF"
+            col.metric(name, fmt(value), delta=delta)
+        if baseline:
+            mcols[-1].metric("TF-IDF baseline accuracy", fmt(baseline.get("accuracy")))
+    with st.expander("Log (last lines)", expanded=prog.state == "failed"):
+        tail = logs.log_tail(run.path)
+        st.code(tail or "(nothing logged yet)", language=None)
+
+
+def render_charts(series: logs.MetricSeries, x_axis: str, smoothing: float, log_y: bool, key: str) -> None:
+    if not (series.log or series.eval):
+        st.info("No metrics logged yet: the first point appears after logging_steps optimizer steps.")
+        return
+    baseline = logs.read_baseline(run.path)
+    left, right = st.columns(2)
+    with left:
+        rows, loss = series.column("log", "loss")
+        fig = figure("Training loss", x_axis, "loss", log_y)
+        xs = logs.x_values(rows, x_axis)
+        rx, ry = thin(xs, loss)
+        fig.add_trace(go.Scatter(x=rx, y=ry, mode="lines", name="raw", line=dict(width=1, color="rgba(99,110,250,0.35)")))
+        sx, sy = thin(xs, logs.ema(loss, smoothing))
+        fig.add_trace(go.Scatter(x=sx, y=sy, mode="lines", name=f"smoothed ({smoothing:.2f})",
+                                 line=dict(width=2, color=PALETTE[0])))
+        mark_saves(fig, series, x_axis)
+        show(fig, f"{key}_loss")
+    with right:
+        fig = figure("Eval accuracy and F1", x_axis, "score", False)
+        for i, (metric, name) in enumerate((("eval_accuracy", "accuracy"), ("eval_f1", "F1"))):
+            rows, vals = series.column("eval", metric)
+            if vals:
+                fig.add_trace(go.Scatter(x=logs.x_values(rows, x_axis), y=vals, mode="lines+markers", name=name,
+                                         line=dict(color=PALETTE[i + 1])))
+        if baseline:
+            fig.add_hline(y=float(baseline["accuracy"]), line=dict(color="gray", dash="dash"),
+                          annotation_text=f"TF-IDF baseline accuracy {baseline['accuracy']:.3f}",
+                          annotation_position="bottom right")
+        mark_saves(fig, series, x_axis)
+        show(fig, f"{key}_evalacc")
+    left, mid, right = st.columns(3)
+    for col, (event, metric, title, colour) in zip(
+            (left, mid, right), (("eval", "eval_loss", "Eval loss", PALETTE[3]),
+                                 ("log", "learning_rate", "Learning rate", PALETTE[4]),
+                                 ("log", "grad_norm", "Gradient norm", PALETTE[5]))):
+        with col:
+            rows, vals = series.column(event, metric)
+            fig = figure(title, x_axis, metric, log_y, height=260)
+            x, y = thin(logs.x_values(rows, x_axis), vals)
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers" if event == "eval" else "lines", name=metric,
+                                     line=dict(color=colour)))
+            mark_saves(fig, series, x_axis)
+            show(fig, f"{key}_{metric}")
+
+
+def training_view(x_axis: str, smoothing: float, log_y: bool, live: bool) -> None:
+    @st.fragment(run_every=POLL_S if live else None)
+    def view() -> None:
+        status = logs.get_status(run.path)
+        prog = logs.progress(run.path, status)
+        if live and prog.terminal:
+            st.rerun()  # the run just ended: redraw the page once, without polling
+        render_progress(prog, status)
+        render_charts(logs.metric_series(run.path), x_axis, smoothing, log_y, key="train")
+    view()
+
+
+if is_open(tab_train):
+    with tab_train:
+        c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
+        x_axis = c1.segmented_control("X axis", list(X_LABELS), format_func=lambda k: X_LABELS[k], default="step",
+                                      required=True, key="runs_x_axis") or "step"
+        smoothing = c2.slider("Loss smoothing (EMA)", 0.0, 0.99, 0.6, 0.01, key="runs_smoothing",
+                              help="0 = raw values; closer to 1 = smoother (TensorBoard-style exponential "
+                                   "moving average).")
+        log_y = c3.toggle("Log scale", key="runs_log_y")
+        training_view(x_axis, smoothing, log_y, live=run.active)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Compare
+# ---------------------------------------------------------------------------------------------------
+def table_value(v: object) -> str:
+    return v if isinstance(v, str) else json.dumps(v)
+
+
+if is_open(tab_compare):
+    with tab_compare:
+        picked = st.multiselect("Runs to overlay", list(all_by_id), default=[run_id], max_selections=8,
+                                format_func=lambda i: f"{all_by_id[i].label} · {i}", key="cmp_runs")
+        if not picked:
+            st.info("Pick one or more runs to compare.")
+        else:
+            c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+            cmp_metric = c1.segmented_control(
+                "Metric", ["loss", "eval_accuracy", "eval_f1", "eval_loss", "learning_rate"], default="loss",
+                required=True, key="cmp_metric") or "loss"
+            cmp_x = c2.selectbox("X axis", list(X_LABELS), format_func=lambda k: X_LABELS[k], key="cmp_x")
+            event = "eval" if cmp_metric.startswith("eval_") else "log"
+            fig = figure(cmp_metric.replace("_", " "), cmp_x, cmp_metric, False, height=380)
+            for i, rid in enumerate(picked):
+                series = logs.metric_series(all_by_id[rid].path)
+                rows, vals = series.column(event, cmp_metric)
+                if cmp_metric == "loss":
+                    vals = logs.ema(vals, 0.6)
+                x, y = thin(logs.x_values(rows, cmp_x), vals)
+                fig.add_trace(go.Scatter(x=x, y=y, mode="lines" if event == "log" else "lines+markers",
+                                         name=f"{all_by_id[rid].label[:30]} ({rid[-6:]})",
+                                         line=dict(color=PALETTE[i % len(PALETTE)])))
+            show(fig, "cmp_fig")
+
+            st.markdown("**Final metrics**")
+            rows = []
+            for rid in picked:
+                r = all_by_id[rid]
+                final = logs.final_metrics(r.path)
+                base = logs.read_baseline(r.path) or {}
+                prog = logs.progress(r.path)
+                rows.append({"run": rid, "label": r.label, "state": r.state,
+                             **{name: final.get(k) for k, name in FINAL_KEYS},
+                             "TF-IDF accuracy": base.get("accuracy"), "steps": prog.step,
+                             "training time": logs.format_duration(prog.elapsed_s)})
+            st.dataframe(pd.DataFrame(rows), hide_index=True, key="cmp_final")
+
+            st.markdown("**Configs** (differences highlighted)")
+            configs = {rid: logs.read_config(all_by_id[rid].path) for rid in picked}
+            cfg_rows, differing = logs.compare_configs(configs)
+            only_diff = st.toggle("Only differences", value=len(picked) > 1, key="cmp_only_diff")
+            shown = [r for r in cfg_rows if r["field"] in differing] if only_diff else cfg_rows
+            frame = pd.DataFrame([{k: table_value(v) for k, v in r.items()} for r in shown])
+            if frame.empty:
+                st.caption("The configs are identical.")
+            else:
+                styled = frame.style.apply(
+                    lambda row: ["background-color: rgba(255, 193, 7, 0.25)" if row["field"] in differing else ""
+                                 for _ in row], axis=1)
+                st.dataframe(styled, hide_index=True, key="cmp_configs")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------------
+if is_open(tab_ckpt):
+    with tab_ckpt:
+        ckpts = logs.list_checkpoints(run.path)
+        if not ckpts:
+            st.info("No checkpoints yet (save_strategy decides when they are written).")
+        else:
+            metric_key, greater = logs.best_metric_key(config)
+            limit = config.get("save_total_limit")
+            st.caption(md(f"Best by {metric_key} ({'higher' if greater else 'lower'} is better). save_total_limit = "
+                          f"{limit if limit else 'none (all kept)'}"
+                          + (", load_best_model_at_end keeps the best." if config.get("load_best_model_at_end")
+                             else ".")))
+            table = pd.DataFrame([{
+                "checkpoint": c.name, "step": c.step, "epoch": c.epoch,
+                "accuracy": c.metrics.get("eval_accuracy"), "F1": c.metrics.get("eval_f1"),
+                "eval loss": c.metrics.get("eval_loss"),
+                "size (MB)": round(c.size_bytes / 1e6, 1) if c.on_disk else None,
+                "on disk": c.on_disk, "kept": c.kept, "best": "★" if c.best else "", "note": c.note,
+            } for c in ckpts])
+            st.dataframe(table, hide_index=True, key="ckpt_table")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Try it: quick sentiment tryout
+# ---------------------------------------------------------------------------------------------------
+def set_text(text: str) -> None:
+    st.session_state["try_text"] = text
+    st.session_state.pop("try_result", None)
+
+
+def get_predictor(choice: inference.ModelChoice) -> inference.Predictor:
+    location, mtime = inference.model_signature(choice.path)
+    max_length = config.get("max_length") if choice.kind != "base" else None
+    return load_predictor(location, mtime, int(max_length) if isinstance(max_length, int) else None)
+
+
+def render_result(res: dict) -> None:
+    result, expl, text, names = res["result"], res.get("explanation"), res["text"], res["labels"]
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Prediction", result["label"])
+    c2.metric("Confidence", f"{result['confidence']:.1%}")
+    c3.metric("Latency", f"{result['latency_ms']:.0f} ms")
+    if result.get("note"):
+        st.info(result["note"], icon=":material/content_cut:")
+    probs = pd.DataFrame({"label": list(result["scores"]), "probability": list(result["scores"].values())})
+    st.dataframe(probs, hide_index=True, key="try_probs", column_config={
+        "probability": st.column_config.ProgressColumn("probability", min_value=0.0, max_value=1.0, format="%.3f")})
+    if expl:
+        st.markdown("**Why** (occlusion: hide each word and see how much the prediction drops; green pushes towards "
+                    f"{md(names[-1])}, red towards {md(names[0])})")
+        st.html(inference.highlight_html(text, expl, names))
+        if expl.get("note"):
+            st.caption(md(expl["note"]))
+        top = sorted(expl["spans"], key=lambda s: -abs(s["score"]))[:15]
+        if top:
+            st.dataframe(pd.DataFrame([{"word": s["text"], "weight": round(s["score"], 5)} for s in top]),
+                         hide_index=True, key="try_top_words")
+
+
+if is_open(tab_try):
+    with tab_try:
+        choices = inference.model_choices(run.path)
+        choice = st.selectbox("Model", choices, format_func=lambda c: c.label, key="try_model",
+                              help="The run's exported model, one of its checkpoints, or the base model before "
+                                   "fine-tuning (its classifier head is untrained: expect coin flips).")
+        st.caption("Examples:")
+        ex_cols = st.columns(len(inference.EXAMPLES))
+        for i, (name, example) in enumerate(inference.EXAMPLES.items()):
+            ex_cols[i].button(name, key=f"try_example_{i}", on_click=set_text, args=(example,))
+        with st.form("try_form", border=False):
+            text = st.text_area("Review", key="try_text", height=140, placeholder="Type or paste a movie review…")
+            explain = st.checkbox("Explain the decision word by word", value=True, key="try_explain")
+            submitted = st.form_submit_button("Classify", type="primary")
+        if submitted:
+            try:
+                inference.check_text(text)
+                predictor = get_predictor(choice)
+                result = predictor.predict_one(text)
+                expl = None
+                if explain:
+                    with st.spinner("Explaining…"):
+                        expl = predictor.explain(text)
+                st.session_state["try_result"] = {"result": result, "explanation": expl, "text": text,
+                                                  "labels": predictor.label_names}
+            except LabError as exc:
+                st.session_state.pop("try_result", None)
+                show_lab_error(exc)
+        if st.session_state.get("try_result"):
+            render_result(st.session_state["try_result"])
+
+        st.divider()
+        st.markdown("**Batch mode**: upload a table of reviews, download the predictions as CSV")
+        upload = st.file_uploader("Reviews (CSV, TSV, JSON Lines or Parquet)", type=["csv", "tsv", "jsonl", "parquet"],
+                                  key="try_upload")
+        if upload is not None:
+            cached = st.session_state.get("try_table")
+            if not cached or cached[0] != upload.file_id:
+                try:
+                    table = inference.upload_columns(root, upload.getvalue(), upload.name, max_rows=BATCH_MAX_ROWS + 1)
+                    st.session_state["try_table"] = (upload.file_id, table)
+                    st.session_state.pop("try_batch", None)
+                except LabError as exc:
+                    st.session_state.pop("try_table", None)
+                    show_lab_error(exc)
+            if st.session_state.get("try_table"):
+                table = st.session_state["try_table"][1]
+                if len(table) > BATCH_MAX_ROWS:
+                    st.warning(f"Only the first {BATCH_MAX_ROWS:,} rows are predicted here; use `python -m "
+                               "lib.predict --csv` for bigger files.")
+                    table = table.head(BATCH_MAX_ROWS)
+                columns = [str(c) for c in table.columns]
+                guess = next((c for c in ("text", "review", "sentence", "content") if c in columns), columns[0])
+                column = st.selectbox("Text column", columns, index=columns.index(guess), key="try_column")
+                if st.button("Predict all rows", key="try_batch_go"):
+                    try:
+                        predictor = get_predictor(choice)
+                        with st.spinner(f"Predicting {len(table):,} reviews…"):
+                            out = inference.predict_frame(predictor, table, column)
+                        st.session_state["try_batch"] = out
+                    except LabError as exc:
+                        show_lab_error(exc)
+                out = st.session_state.get("try_batch")
+                if out is not None:
+                    st.dataframe(out.head(200), hide_index=True, key="try_batch_preview")
+                    st.download_button("Download predictions (CSV)", inference.safe_csv_bytes(out),
+                                       file_name="predictions.csv", mime="text/csv", key="try_download",
+                                       on_click="ignore")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Error analysis
+# ---------------------------------------------------------------------------------------------------
+def name_of(i: int) -> str:
+    return label_names[i] if 0 <= i < len(label_names) else str(i)
+
+
+if is_open(tab_errors):
+    with tab_errors:
+        df = logs.predictions_frame(run.path)
+        if df.empty:
+            st.info("No evaluation predictions yet: they are written when the run finishes training.")
+        else:
+            wrong = int((~df["correct"]).sum())
+            st.caption(f"{len(df):,} evaluation reviews, {wrong:,} wrong ({wrong / len(df):.1%}).")
+            left, right = st.columns(2)
+            with left:
+                counts = logs.confusion_matrix(df, len(label_names))
+                fig = go.Figure(go.Heatmap(z=counts, x=[f"pred {name_of(i)}" for i in range(len(counts))],
+                                           y=[f"true {name_of(i)}" for i in range(len(counts))],
+                                           text=counts, texttemplate="%{text}", colorscale="Blues", showscale=False))
+                fig.update_layout(title="Confusion matrix", height=320, margin=dict(l=10, r=10, t=40, b=10))
+                fig.update_yaxes(autorange="reversed")
+                show(fig, "err_confusion")
+            with right:
+                bins, ece = logs.reliability(df, n_bins=10, n_labels=len(label_names))
+                filled = [b for b in bins if b["count"]]
+                fig = go.Figure()
+                fig.add_trace(go.Bar(x=[(b["lo"] + b["hi"]) / 2 for b in filled], y=[b["accuracy"] for b in filled],
+                                     width=[(b["hi"] - b["lo"]) * 0.9 for b in filled], name="accuracy",
+                                     customdata=[b["count"] for b in filled],
+                                     hovertemplate="confidence %{x:.2f}: accuracy %{y:.2f} (%{customdata} reviews)"))
+                lo = 1.0 / len(label_names)
+                fig.add_trace(go.Scatter(x=[lo, 1], y=[lo, 1], mode="lines", name="perfect calibration",
+                                         line=dict(dash="dash", color="gray")))
+                fig.update_layout(title=f"Reliability diagram (ECE {fmt(ece, 3)})", height=320,
+                                  margin=dict(l=10, r=10, t=40, b=10))
+                fig.update_xaxes(title="confidence", range=[lo, 1])
+                fig.update_yaxes(title="accuracy", range=[0, 1])
+                show(fig, "err_reliability")
+            st.metric("Expected calibration error", fmt(ece, 3),
+                      help="Average gap between confidence and accuracy, weighted by how many reviews fall in each "
+                           "confidence bin. 0 = perfectly calibrated.")
+
+            def view(frame: pd.DataFrame) -> pd.DataFrame:
+                return pd.DataFrame({"#": frame["index"], "review": frame["text"],
+                                     "true": [name_of(i) for i in frame["label"]],
+                                     "predicted": [name_of(i) for i in frame["pred"]],
+                                     "confidence": frame["confidence"].round(4), "words": frame["words"]})
+
+            st.markdown("**Most confidently wrong**")
+            worst = logs.confidently_wrong(df, 10)
+            if worst.empty:
+                st.success("No wrong predictions on the evaluation set.")
+            else:
+                st.dataframe(view(worst), hide_index=True, key="err_worst")
+
+            st.markdown("**Browse predictions**")
+            f1, f2, f3, f4 = st.columns([1, 1, 2, 1], vertical_alignment="bottom")
+            any_label = ["any"] + label_names
+            t_sel = f1.selectbox("True label", any_label, key="err_true")
+            p_sel = f2.selectbox("Predicted label", any_label, key="err_pred")
+            lo_w, hi_w = int(df["words"].min()), int(df["words"].max())
+            words = f3.slider("Length (words)", lo_w, max(hi_w, lo_w + 1), (lo_w, max(hi_w, lo_w + 1)),
+                              key="err_words")
+            only_wrong = f4.toggle("Only wrong", key="err_only_wrong")
+            picked_df = logs.filter_predictions(
+                df, true_label=None if t_sel == "any" else label_names.index(t_sel),
+                pred_label=None if p_sel == "any" else label_names.index(p_sel),
+                min_words=words[0], max_words=words[1], only_wrong=only_wrong)
+            st.caption(f"{len(picked_df):,} reviews match.")
+            st.dataframe(view(picked_df.head(500)), hide_index=True, key="err_browse")

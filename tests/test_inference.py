@@ -1,0 +1,265 @@
+"""lib.inference on a real tiny run: loading (final model, checkpoint, base model), batched prediction
+in the right order, explanations, bad input, deleted checkpoints, planted pickles, CSV export."""
+from __future__ import annotations
+
+import csv
+import html
+import io
+import os
+import pickle
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lib import inference, logs  # noqa: E402
+from lib.errors import DataError, ModelError  # noqa: E402
+
+TEXTS = ["Great.", "A long, slow and careful film about two brothers and a farm that slowly wins you over " * 3,
+         "Terrible acting, awful script.", "ok", "Not my thing at all, but the music is lovely and the cast tries."]
+
+
+def train_tiny_run(runs_dir: Path) -> Path:
+    cmd = [sys.executable, "-m", "lib.train", "--preset", "demo", "--runs-dir", str(runs_dir),
+           "--set", "model=tiny-bert", "--set", "max_train_samples=32", "--set", "max_eval_samples=16",
+           "--set", "num_train_epochs=2", "--set", "logging_steps=1"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "LAB_RUNS_DIR": str(runs_dir)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+class Boom:
+    """Unpickling this creates ``path``: proof that a pickle was loaded."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def plant_pickles(folder: Path, marker: Path, names=("pytorch_model.bin", "optimizer.pt", "training_args.bin",
+                                                     "rng_state.pth", "scheduler.pt")) -> None:
+    payload = pickle.dumps(Boom(marker))
+    for name in names:
+        (folder / name).write_bytes(payload)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    return train_tiny_run(tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="module")
+def predictor(run_dir) -> inference.Predictor:
+    return inference.Predictor(run_dir / "model")
+
+
+def test_the_planted_payload_really_runs_when_unpickled(tmp_path):
+    marker = tmp_path / "sanity"
+    pickle.loads(pickle.dumps(Boom(marker)))
+    assert marker.exists()  # so "the marker never appears" below means "never unpickled"
+
+
+def test_model_choices(run_dir):
+    choices = inference.model_choices(run_dir)
+    kinds = [c.kind for c in choices]
+    assert kinds[0] == "final" and kinds[-1] == "base"
+    steps = [int(Path(c.path).name.split("-")[1]) for c in choices if c.kind == "checkpoint"]
+    assert steps and steps == sorted(steps, reverse=True)
+    assert inference.model_choices(None) == [choices[-1]]
+
+
+def test_predict_labels_scores_and_order(predictor):
+    results = predictor.predict(TEXTS, batch_size=2)
+    assert len(results) == len(TEXTS)
+    for r in results:
+        assert r["label"] in ("NEGATIVE", "POSITIVE") and set(r["scores"]) == {"NEGATIVE", "POSITIVE"}
+        assert sum(r["scores"].values()) == pytest.approx(1.0)
+        assert r["label"] == max(r["scores"], key=r["scores"].get)
+        assert r["confidence"] == r["scores"][r["label"]]
+    # length-sorted batches are put back in input order: same as predicting each text alone
+    for text, r in zip(TEXTS, results):
+        alone = predictor.predict([text])[0]
+        assert alone["tokens"] == r["tokens"]
+        for name in alone["scores"]:
+            assert alone["scores"][name] == pytest.approx(r["scores"][name], abs=1e-5)
+    assert len({r["tokens"] for r in results}) > 2  # the texts really had different lengths
+
+
+def test_checkpoint_and_base_model_predict(run_dir):
+    ck = [c for c in inference.model_choices(run_dir) if c.kind == "checkpoint"][0]
+    p = inference.Predictor(ck.path)
+    assert p.label_names == ["NEGATIVE", "POSITIVE"]
+    assert p.predict_one("fine film")["label"] in p.label_names
+    base = inference.Predictor(inference.BASE_MODEL)
+    assert base.label_names == ["NEGATIVE", "POSITIVE"]
+    out = base.predict_one("A warm, funny film.")
+    assert out["label"] in base.label_names and out["latency_ms"] > 0
+
+
+def test_bad_text_input(predictor):
+    for empty in ("", "   \n\t"):
+        with pytest.raises(DataError, match="empty"):
+            predictor.predict_one(empty)
+        with pytest.raises(DataError, match="empty"):
+            predictor.explain(empty)
+    assert predictor.predict(["", "good"])[0]["label"] is None
+    with pytest.raises(DataError):
+        predictor.predict([None])  # type: ignore[list-item]
+    # 1 MB of text: cut to the model's limit, with a note
+    huge = predictor.predict_one("a truly wonderful film " * 45_000)
+    assert huge["truncated"] and huge["tokens"] == predictor.max_length and "limit" in huge["note"]
+    one_word = predictor.predict_one("x" * 1_000_000)
+    assert one_word["truncated"] and one_word["label"] in predictor.label_names
+    # emoji, control characters, HTML: just text
+    for odd in ("😀😀😀🎬", "\x00\x07\x1b[31m\u202e", "<script>alert('x')</script><b>bold</b>"):
+        res = predictor.predict_one(odd)
+        assert res["label"] in predictor.label_names and not res["truncated"]
+
+
+def test_explain_maps_words_to_the_text(predictor):
+    text = "I didn't like it <b>at all</b> 😀, but the ending is lovely."
+    expl = predictor.explain(text)
+    assert expl["label"] in predictor.label_names and expl["method"] == "occlusion"
+    assert expl["spans"], "every word gets a score"
+    for span in expl["spans"]:
+        assert text[span["start"]:span["end"]] == span["text"]
+        assert span["text"].strip()
+    covered = {span["text"] for span in expl["spans"]}
+    assert {"didn", "like", "ending", "lovely", "😀"} <= covered
+    # repeatable (the model is in eval mode, no dropout)
+    again = predictor.explain(text)
+    assert [s["score"] for s in again["spans"]] == pytest.approx([s["score"] for s in expl["spans"]])
+    html_out = inference.highlight_html(text, expl, predictor.label_names)
+    assert "<b>" not in html_out and "</b>" not in html_out
+    # strip the highlight markup: what is left is exactly the escaped review
+    inner = re.sub(r'^<div[^>]*>|</div>$', "", html_out)
+    assert re.sub(r"<span [^>]*>|</span>", "", inner) == html.escape(text)
+    assert inner.count("<span ") == len(expl["spans"])
+    script = "<script>alert(1)</script>"
+    assert "<script" not in inference.highlight_html(script, predictor.explain(script))
+
+
+def test_explain_long_and_wordless_text(predictor):
+    long = predictor.explain("good bad " * 2000)
+    assert long["truncated"] and long["words_per_unit"] > 1 and "first" in long["note"]
+    assert max(s["end"] for s in long["spans"]) <= long["analysed_chars"]
+    nothing = predictor.explain("\x07\x08")
+    assert nothing["spans"] == [] and "no words" in nothing["note"]
+
+
+def test_concurrent_predictions_match_sequential(predictor):
+    expected = [r["scores"] for r in predictor.predict(TEXTS)]
+    errors, outputs = [], []
+
+    def worker():
+        try:
+            for _ in range(3):
+                outputs.append([r["scores"] for r in predictor.predict(TEXTS, batch_size=3)])
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(outputs) == 18
+    for out in outputs:
+        for got, want in zip(out, expected):
+            assert got == pytest.approx(want, abs=1e-5)
+
+
+def test_deleted_checkpoint_gives_a_clear_message(run_dir, tmp_path):
+    ck = [c for c in inference.model_choices(run_dir) if c.kind == "checkpoint"][0]
+    copy = tmp_path / "checkpoints" / Path(ck.path).name
+    shutil.copytree(ck.path, copy)
+    location, mtime = inference.model_signature(copy)
+    assert location == str(copy.resolve()) and mtime > 0
+    shutil.rmtree(copy)
+    with pytest.raises(ModelError, match="no longer exists"):
+        inference.model_signature(copy)
+    with pytest.raises(ModelError, match="no longer exists"):
+        inference.Predictor(copy)
+
+
+def test_not_a_model_folder(tmp_path):
+    with pytest.raises(ModelError, match="no config.json"):
+        inference.Predictor(tmp_path)
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(ModelError, match="not a folder"):
+        inference.Predictor(tmp_path / "file.txt")
+
+
+def test_planted_pickles_are_never_loaded(run_dir, tmp_path):
+    marker = tmp_path / "pwned"
+    run_copy = tmp_path / "runs" / run_dir.name
+    shutil.copytree(run_dir, run_copy)
+    plant_pickles(run_copy / "model", marker)
+    plant_pickles(run_copy, marker)
+    for ck in (run_copy / "checkpoints").iterdir():
+        plant_pickles(ck, marker)  # overwrite the real optimizer.pt etc. with the payload
+    # listed, charted, described, predicted with
+    runs = logs.list_runs(run_copy.parent)
+    assert [r.run_id for r in runs] == [run_copy.name]
+    logs.metric_series(run_copy)
+    logs.progress(run_copy)
+    cks = logs.list_checkpoints(run_copy)
+    assert cks and all(c.complete for c in cks)
+    logs.predictions_frame(run_copy)
+    for choice in inference.model_choices(run_copy):
+        p = inference.Predictor(choice.path)
+        assert p.predict_one("a fine film")["label"] in p.label_names
+        p.explain("a fine film")
+    # a folder with only pickle weights is refused outright
+    pickle_only = tmp_path / "pickle_only"
+    pickle_only.mkdir()
+    shutil.copy(run_copy / "model" / "config.json", pickle_only / "config.json")
+    plant_pickles(pickle_only, marker)
+    with pytest.raises(ModelError, match="pickle"):
+        inference.Predictor(pickle_only)
+    assert not marker.exists()
+
+
+# ------------------------------------------------------------------------------------------ CSV
+def test_formula_injection_is_neutralised():
+    import pandas as pd
+    df = pd.DataFrame({"text": ["=1+1", "+cmd", "-2+3", "@SUM(A1)", "\tx", "\rx", "plain", "a=b"],
+                       "n": [-1, 2, 3, 4, 5, 6, 7, 8], "=bad header": ["x"] * 8})
+    rows = list(csv.reader(io.StringIO(inference.safe_csv_bytes(df).decode("utf-8"))))
+    assert rows[0] == ["text", "n", "'=bad header"]
+    assert [r[0] for r in rows[1:]] == ["'=1+1", "'+cmd", "'-2+3", "'@SUM(A1)", "'\tx", "'\rx", "plain", "a=b"]
+    assert rows[1][1] == "-1"  # numbers stay numbers
+    assert inference.neutralize_cell(-5) == -5 and inference.neutralize_cell("ok") == "ok"
+
+
+def test_predict_frame_and_uploads(predictor, tmp_path):
+    import pandas as pd
+    df = pd.DataFrame({"id": [1, 2, 3], "review": ["=HYPERLINK(\"http://x\")", "lovely film", None]})
+    out = inference.predict_frame(predictor, df, "review")
+    assert list(out.columns[:2]) == ["id", "review"]
+    assert out["predicted_label"].tolist()[:2] == [r["label"] for r in predictor.predict(df["review"][:2].tolist())]
+    assert out["predicted_label"].tolist()[2] == "" and out["note"].tolist()[2] == "empty text"
+    assert {"p_NEGATIVE", "p_POSITIVE", "confidence", "truncated"} <= set(out.columns)
+    with pytest.raises(DataError, match="no column 'text'"):
+        inference.predict_frame(predictor, df, "text")
+    # uploads: read with the data loader's checks, then deleted
+    table = inference.upload_columns(tmp_path, b"id,review\n1,good\n2,bad\n", "x.csv")
+    assert table["review"].tolist() == ["good", "bad"]
+    bad_uploads = [(b"", "a.csv", "empty"), (b"\x00\x01\x02binary", "a.csv", "binary"),
+                   (b"review\ncaf\xe9\n", "a.csv", "UTF-8"), (b"a,b\n1,2,3\n", "a.csv", "fields"),
+                   (b"x", "a.exe", "upload a CSV")]
+    for data, name, message in bad_uploads:
+        with pytest.raises(DataError, match=message):
+            inference.upload_columns(tmp_path, data, name)
+    assert list((tmp_path / "_uploads").iterdir()) == []

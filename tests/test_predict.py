@@ -1,0 +1,145 @@
+"""python -m lib.predict as a real process: on a tiny run's export, on a checkpoint, on a copied
+save_pretrained folder, batch CSV mode with formula injection neutralised, and bad input."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lib import predict  # noqa: E402
+
+
+def train_tiny_run(runs_dir: Path) -> Path:
+    cmd = [sys.executable, "-m", "lib.train", "--preset", "demo", "--runs-dir", str(runs_dir),
+           "--set", "model=tiny-bert", "--set", "max_train_samples=32", "--set", "max_eval_samples=16",
+           "--set", "num_train_epochs=2", "--set", "logging_steps=1"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "LAB_RUNS_DIR": str(runs_dir)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lib.predict", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+class Boom:
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    return train_tiny_run(tmp_path_factory.mktemp("runs"))
+
+
+def check_lines(stdout: str, n: int) -> list[dict]:
+    lines = [json.loads(x) for x in stdout.strip().splitlines()]
+    assert len(lines) == n
+    for row in lines:
+        assert row["label"] in ("NEGATIVE", "POSITIVE")
+        assert set(row["scores"]) == {"NEGATIVE", "POSITIVE"}
+        assert sum(row["scores"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert row["label"] == max(row["scores"], key=row["scores"].get)
+    return lines
+
+
+def test_texts_on_the_export(run_dir):
+    texts = ["A warm, funny film.", "Dull <b>and</b> far too long 😴", "ok"]
+    proc = cli("--model", str(run_dir / "model"), *texts)
+    assert proc.returncode == 0, proc.stderr
+    check_lines(proc.stdout, 3)
+    assert proc.stderr.strip() == ""  # no progress bars or load reports: just the answers
+
+
+def test_texts_on_a_checkpoint(run_dir):
+    ck = sorted((run_dir / "checkpoints").iterdir())[0]
+    proc = cli("--model", str(ck), "Loved every minute.", "great film " * 5000)
+    assert proc.returncode == 0, proc.stderr
+    lines = check_lines(proc.stdout, 2)
+    assert lines[1].get("truncated") is True and "truncated" not in lines[0]
+
+
+def test_csv_batch_mode_neutralises_formulas(run_dir, tmp_path):
+    src = tmp_path / "reviews.csv"
+    with open(src, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "review"])
+        w.writerows([[1, '=HYPERLINK("http://evil","click")'], [2, "+1 great"], [3, "-terrible"],
+                     [4, "@SUM(A1:A9)"], [5, "A lovely, gentle film."], [6, ""]])
+    out = tmp_path / "pred.csv"
+    copy = tmp_path / "any_save_pretrained_folder"  # not inside a run: any compatible folder works
+    shutil.copytree(run_dir / "model", copy)
+    proc = cli("--model", str(copy), "--csv", str(src), "--text-column", "review", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    with open(out, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["id"] for r in rows] == ["1", "2", "3", "4", "5", "6"]
+    assert [r["review"] for r in rows[:5]] == ["'=HYPERLINK(\"http://evil\",\"click\")", "'+1 great", "'-terrible",
+                                               "'@SUM(A1:A9)", "A lovely, gentle film."]
+    for r in rows[:5]:
+        assert r["predicted_label"] in ("NEGATIVE", "POSITIVE")
+        assert float(r["p_NEGATIVE"]) + float(r["p_POSITIVE"]) == pytest.approx(1.0, abs=1e-5)
+        assert r["confidence"] == max(r["p_NEGATIVE"], r["p_POSITIVE"], key=float)
+    assert rows[5]["predicted_label"] == "" and rows[5]["note"] == "empty text"
+    for r in rows:  # no cell anywhere starts like a formula
+        assert not any(v.startswith(("=", "+", "-", "@")) for v in r.values())
+
+
+def test_bad_input_exits_2_with_a_short_message(run_dir, tmp_path):
+    marker = tmp_path / "pwned"
+    pickle_only = tmp_path / "pickle_only"
+    pickle_only.mkdir()
+    shutil.copy(run_dir / "model" / "config.json", pickle_only / "config.json")
+    (pickle_only / "pytorch_model.bin").write_bytes(pickle.dumps(Boom(marker)))
+    proc = cli("--model", str(pickle_only), "some text")
+    assert proc.returncode == 2
+    assert "pickle" in proc.stderr and "Traceback" not in proc.stderr
+    assert not marker.exists()
+    proc = cli("--model", str(tmp_path / "missing"), "text")
+    assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "nothing to predict"),
+    (["   "], "empty"),
+    (["--csv", "in.csv"], "--out"),
+    (["--out", "x.csv", "t"], "--csv"),
+    (["--batch-size", "0", "t"], "batch-size"),
+    (["--max-length", "4096", "t"], "max-length"),
+])
+def test_argument_checks(argv, message, tmp_path, capsys):
+    assert predict.main(["--model", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_csv_errors(run_dir, tmp_path, capsys):
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("id,review\n1,good,extra\n")
+    assert predict.main(["--model", str(run_dir / "model"), "--csv", str(ragged), "--text-column", "review",
+                         "--out", str(tmp_path / "o.csv")]) == 2
+    assert "line 2" in capsys.readouterr().err
+    good = tmp_path / "good.csv"
+    good.write_text("id,review\n1,good\n")
+    assert predict.main(["--model", str(run_dir / "model"), "--csv", str(good), "--text-column", "text",
+                         "--out", str(tmp_path / "o.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "review" in err and "text" in err
+    assert not (tmp_path / "o.csv").exists()

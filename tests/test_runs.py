@@ -1,0 +1,536 @@
+"""The run registry: launch detached jobs, queue them, reconcile their status, cancel, resume, delete.
+
+Unit tests build run directories by hand; the real-process tests train the tiny random BERT on a
+few built-in reviews (a few seconds each) and look at the processes with psutil.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from lib import queue, rundir, runs
+from lib.config import TrainConfig, preset
+from lib.errors import ConfigError, RunError
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(model="tiny-bert", max_train_samples=32, max_eval_samples=16, num_train_epochs=1.0)
+TINY_SET = [f"{k}={v}" for k, v in TINY.items()]
+
+
+# ---------------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def _env(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("LAB_MAX_JOBS_CPU", raising=False)
+    monkeypatch.delenv("LAB_STALL_AFTER_S", raising=False)
+
+
+@pytest.fixture
+def runs_dir(tmp_path):
+    path = tmp_path / "runs"
+    path.mkdir()
+    yield path
+    # never leave a job behind, whatever the test did
+    for run_dir in rundir.iter_run_dirs(path):
+        run = runs.read_run_info(run_dir)
+        pgid = run.get("pgid")
+        if (isinstance(pgid, int) and pgid == run.get("launch_pid") and pgid != os.getpgid(0)
+                and runs.process_group_alive(run_dir)):
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def tiny_config(**changes) -> TrainConfig:
+    return preset("demo", **{**TINY, **changes})
+
+
+def fake_run(runs_dir: Path, *, state="running", config: TrainConfig | None = None, status=None, run=None,
+             log: str = "") -> Path:
+    """A run directory as a job would leave it, without any job."""
+    run_dir = runs.create_run(runs_dir, config or tiny_config(owner="alice"))
+    base = rundir.read_status(run_dir)
+    rundir.atomic_write_json(run_dir / rundir.STATUS, {**base, "state": state, **(status or {})})
+    if run is not None:
+        rundir.atomic_write_json(run_dir / rundir.RUN, run)
+    if log:
+        (run_dir / rundir.LOG).write_text(log)
+    return run_dir
+
+
+def dead_pid() -> tuple[int, float]:
+    """A pid (and its create time) of a process that has exited and been reaped."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    ct = psutil.Process(proc.pid).create_time()
+    proc.wait()
+    return proc.pid, ct
+
+
+def me() -> dict:
+    p = psutil.Process()
+    return {"pid": p.pid, "pgid": os.getpgid(0), "create_time": p.create_time(), "host": queue.hostname()}
+
+
+def wait_for(predicate, timeout=120.0, interval=0.1, what="condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def cli(*args, env=None, timeout=120):
+    return subprocess.run([sys.executable, "-m", "lib.runs", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def group_processes(pgid: int) -> list[psutil.Process]:
+    """Every process (zombies included) in process group ``pgid``."""
+    found = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(p.pid) == pgid:
+                found.append(p)
+        except (ProcessLookupError, psutil.Error):
+            pass
+    return found
+
+
+# ---------------------------------------------------------------------------------------------------
+# run directories, names and paths
+# ---------------------------------------------------------------------------------------------------
+def test_create_run_writes_config_and_queued_status(runs_dir):
+    run_dir = runs.create_run(runs_dir, tiny_config(run_name="my run"), owner="alice")
+    assert rundir.is_run_id(run_dir.name) and run_dir.parent == runs_dir.resolve()
+    config = TrainConfig.load(run_dir / rundir.CONFIG)
+    assert config.owner == "alice" and config.run_name == "my run" and config.model == "tiny-bert"
+    status = rundir.read_status(run_dir)
+    assert status["state"] == "queued" and status["owner"] == "alice" and status["queued_at"] > 0
+
+
+def test_many_launches_in_the_same_second_get_distinct_run_dirs(runs_dir):
+    made: list[Path] = []
+    lock = threading.Lock()
+
+    def make():
+        d = runs.create_run(runs_dir, tiny_config())
+        with lock:
+            made.append(d)
+
+    threads = [threading.Thread(target=make) for _ in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({d.name for d in made}) == 24
+    assert len({d.name[:15] for d in made}) < 24  # several really shared a second
+    assert sorted(p.name for p in rundir.iter_run_dirs(runs_dir)) == sorted(d.name for d in made)
+
+
+NASTY = ["../../escape", "/etc/passwd", "; rm -rf ~", "$(id)", "`id`", "--output_dir=/", "．．／ｅｔｃ", "a\nb"]
+
+
+@pytest.mark.parametrize("name", NASTY)
+def test_run_names_and_owners_never_reach_a_path_or_the_command_line(runs_dir, name):
+    config = tiny_config(run_name=name, owner=name)
+    run_dir = runs.create_run(runs_dir, config)
+    assert rundir.is_run_id(run_dir.name)
+    assert [p.name for p in runs_dir.iterdir()] == [run_dir.name]  # nothing else created
+    assert not (runs_dir.parent / "escape").exists()
+    saved = TrainConfig.load(run_dir / rundir.CONFIG)
+    assert saved.run_name == name and saved.owner == name  # kept as plain text
+    argv = runs.job_command(saved, run_dir)
+    assert argv == [sys.executable, "-m", "lib.train", "--run-dir", str(run_dir)]
+    assert runs.list_runs(runs_dir)[0]["label"] == name.strip()
+
+
+def test_a_nul_byte_in_free_text_is_refused_before_anything_is_created(runs_dir):
+    for field in ("run_name", "owner"):
+        with pytest.raises(ConfigError) as err:
+            runs.create_run(runs_dir, TrainConfig.from_dict({**TINY, field: "bad\x00name"}))
+        assert "NUL" in err.value.errors[field]
+    assert list(runs_dir.iterdir()) == []
+
+
+def test_symlinked_run_dir_pointing_outside_is_refused(runs_dir, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious.txt").write_text("keep me")
+    rundir.atomic_write_json(outside / rundir.STATUS, {"state": "finished"})
+    link = runs_dir / "20260101-120000-abcdef"
+    link.symlink_to(outside, target_is_directory=True)
+    with pytest.raises(RunError, match="symbolic link"):
+        runs.run_path(runs_dir, link.name)
+    for action in (runs.delete, runs.cancel, runs.resume):
+        with pytest.raises(RunError):
+            action(link)
+    assert runs.list_runs(runs_dir) == []
+    proc = cli("--runs-dir", str(runs_dir), "delete", link.name)
+    assert proc.returncode != 0 and "symbolic link" in proc.stderr and "Traceback" not in proc.stderr
+    assert (outside / "precious.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("bad", ["../x", "20260101-120000-abcdef/../../x", "x\x00", "", "20260101-120000-ABCDEF"])
+def test_run_ids_from_outside_must_be_server_made(runs_dir, bad):
+    with pytest.raises(RunError):
+        runs.run_path(runs_dir, bad)
+
+
+# ---------------------------------------------------------------------------------------------------
+# status reconciliation
+# ---------------------------------------------------------------------------------------------------
+def test_running_run_whose_process_is_gone_becomes_failed_with_the_log_tail(runs_dir):
+    pid, ct = dead_pid()
+    run_dir = fake_run(runs_dir, status={"step": 7, "total_steps": 20, "pid": pid},
+                       run={"pid": pid, "pgid": pid, "create_time": ct, "host": queue.hostname()},
+                       log="loading...\n" + "x" * 5000 + "\nthe last words of the job\n")
+    status = runs.get_status(run_dir)
+    assert status["state"] == "failed" and status["step"] == 7
+    assert "process ended unexpectedly" in status["error"]["message"]
+    assert "killed or crashed" in status["error"]["message"]  # not our child: the exit status is unknown
+    assert status["error"]["log_tail"].endswith("the last words of the job\n")
+    assert len(status["error"]["log_tail"]) <= runs.LOG_TAIL_BYTES
+    on_disk = rundir.read_status(run_dir)
+    assert on_disk["state"] == "failed" and on_disk["finished_at"] > 0 and on_disk["error"]["hint"]
+
+
+def test_a_recycled_pid_is_noticed_by_its_create_time(runs_dir):
+    info = me()
+    run_dir = fake_run(runs_dir, state="queued", run={**info, "create_time": info["create_time"] - 500})
+    assert runs.get_status(run_dir)["state"] == "failed"
+
+
+def test_live_job_with_an_old_heartbeat_shows_stalled_without_writing_it(runs_dir):
+    now = time.time()
+    run_dir = fake_run(runs_dir, status={"heartbeat": now - 1000, "started_at": now - 1100}, run=me())
+    before = (run_dir / rundir.STATUS).read_bytes()
+    status = runs.get_status(run_dir)
+    assert status["state"] == "running" and status["stalled"] and status["display_state"] == "stalled"
+    assert status["heartbeat_age_s"] >= 1000
+    assert (run_dir / rundir.STATUS).read_bytes() == before
+    fresh = fake_run(runs_dir, status={"heartbeat": now}, run=me())
+    assert runs.get_status(fresh)["display_state"] == "running"
+    assert runs.get_status(run_dir, stall_after=5000)["display_state"] == "running"
+
+
+def test_a_final_state_written_by_the_job_is_never_overwritten(runs_dir):
+    pid, ct = dead_pid()
+    for state in ("finished", "cancelled", "failed"):
+        run_dir = fake_run(runs_dir, state=state, status={"exit_code": 0}, run={"pid": pid, "create_time": ct})
+        before = (run_dir / rundir.STATUS).read_bytes()
+        assert runs.get_status(run_dir)["state"] == state
+        assert (run_dir / rundir.STATUS).read_bytes() == before
+
+
+def test_runs_of_another_host_are_judged_by_heartbeat_only(runs_dir):
+    pid, ct = dead_pid()
+    now = time.time()
+    run_dir = fake_run(runs_dir, status={"heartbeat": now}, run={"pid": pid, "create_time": ct, "host": "other-box"})
+    assert runs.get_status(run_dir)["state"] == "running"
+    old = fake_run(runs_dir, status={"heartbeat": now - 1000}, run={"pid": pid, "create_time": ct,
+                                                                    "host": "other-box"})
+    status = runs.get_status(old)
+    assert status["state"] == "running" and status["display_state"] == "stalled"
+    with pytest.raises(RunError, match="other-box"):
+        runs.cancel(old)
+
+
+def test_a_queued_run_that_never_got_a_process(runs_dir):
+    young = fake_run(runs_dir, state="queued")
+    assert runs.get_status(young)["state"] == "queued"  # the launch may be in progress
+    old = fake_run(runs_dir, state="queued", status={"created_at": time.time() - 600,
+                                                     "enqueued_at": time.time() - 600})
+    status = runs.get_status(old)
+    assert status["state"] == "failed" and "never started" in status["error"]["message"]
+
+
+def test_reconcilers_racing_each_other_agree_and_leave_valid_json(runs_dir):
+    """Several app servers reading at once (here: processes) write one consistent 'failed'."""
+    pid, ct = dead_pid()
+    run_dir = fake_run(runs_dir, status={"step": 3}, run={"pid": pid, "create_time": ct, "host": queue.hostname()})
+    code = ("import sys, json; from lib import runs; "
+            "print(json.dumps(runs.get_status(sys.argv[1])['state']))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(run_dir)], cwd=ROOT, stdout=subprocess.PIPE,
+                              text=True) for _ in range(6)]
+    states = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
+    assert states == ["failed"] * 6
+    status = json.loads((run_dir / rundir.STATUS).read_text())
+    assert status["state"] == "failed" and status["step"] == 3
+
+
+def test_a_reconciler_that_cannot_take_the_lock_reports_but_does_not_write(runs_dir):
+    pid, ct = dead_pid()
+    run_dir = fake_run(runs_dir, run={"pid": pid, "create_time": ct})
+    fd = os.open(run_dir / runs.LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # someone is cancelling or resuming this run right now
+        assert runs.get_status(run_dir)["state"] == "failed"
+        assert rundir.read_status(run_dir)["state"] == "running"
+    finally:
+        os.close(fd)
+    runs.get_status(run_dir)
+    assert rundir.read_status(run_dir)["state"] == "failed"
+
+
+# ---------------------------------------------------------------------------------------------------
+# list, delete, access control
+# ---------------------------------------------------------------------------------------------------
+def test_list_shows_label_owner_progress_and_best_eval_accuracy(runs_dir):
+    now = time.time()
+    pid, ct = dead_pid()
+    run_dir = fake_run(runs_dir, state="finished", config=tiny_config(run_name="first", owner="bob"),
+                       status={"step": 20, "total_steps": 20, "started_at": now - 100, "finished_at": now - 40},
+                       run={"pid": pid, "create_time": ct})
+    for acc in (0.6, 0.8, 0.7):
+        rundir.append_jsonl(run_dir / rundir.METRICS, {"event": "eval", "step": 1, "eval_accuracy": acc})
+    rundir.append_jsonl(run_dir / rundir.METRICS, {"event": "log", "step": 2, "loss": 0.1})
+    with open(run_dir / rundir.METRICS, "a") as fh:
+        fh.write('{"event": "eval", "eval_accuracy": 0.99')  # torn last line: ignored
+    second = fake_run(runs_dir, state="running", config=tiny_config(owner="carol", run_name=""),
+                      status={"step": 5, "total_steps": 20, "started_at": now - 10, "heartbeat": now}, run=me())
+    rows = runs.list_runs(runs_dir, now=now)
+    assert [r["id"] for r in rows] == sorted([run_dir.name, second.name], reverse=True)
+    by_id = {r["id"]: r for r in rows}
+    first = by_id[run_dir.name]
+    assert (first["label"], first["owner"], first["state"], first["model"], first["dataset"]) == (
+        "first", "bob", "finished", "tiny-bert", "demo")
+    assert first["best_eval_accuracy"] == pytest.approx(0.8) and first["progress"] == 1.0
+    assert first["duration_s"] == pytest.approx(60, abs=0.01)
+    live = by_id[second.name]
+    assert live["label"] == "tiny-bert on demo" and live["progress"] == pytest.approx(0.25)
+    assert live["duration_s"] == pytest.approx(10, abs=0.01) and live["best_eval_accuracy"] is None
+    # the Runs page's reader goes through the registry too
+    from lib import logs
+    assert {r.run_id: r.state for r in logs.list_runs(runs_dir)} == {run_dir.name: "finished", second.name: "running"}
+
+
+def test_delete_refuses_an_active_run_and_removes_a_finished_one(runs_dir):
+    active = fake_run(runs_dir, status={"heartbeat": time.time()}, run=me())
+    with pytest.raises(RunError, match="cancel it"):
+        runs.delete(active)
+    assert active.is_dir()
+    done = fake_run(runs_dir, state="finished")
+    (done / "checkpoints" / "checkpoint-1").mkdir(parents=True)
+    (done / "checkpoints" / "checkpoint-1" / "x.bin").write_bytes(b"0" * 100)
+    runs.delete(done)
+    assert not done.exists() and [p.name for p in runs_dir.iterdir()] == [active.name]
+    with pytest.raises(RunError, match="no run"):
+        runs.delete(done)
+
+
+def test_delete_does_not_follow_symlinks_inside_a_run(runs_dir, tmp_path):
+    outside = tmp_path / "keep"
+    outside.mkdir()
+    (outside / "data.csv").write_text("text,label\n")
+    run_dir = fake_run(runs_dir, state="failed")
+    (run_dir / "link").symlink_to(outside, target_is_directory=True)
+    runs.delete(run_dir)
+    assert not run_dir.exists() and (outside / "data.csv").is_file()
+
+
+def test_only_the_owner_or_an_admin_may_manage_a_run(runs_dir):
+    run_dir = fake_run(runs_dir, state="finished", config=tiny_config(owner="Alice@Example.org"))
+    assert runs.can_manage(run_dir, "alice@example.org", admins=[])
+    assert not runs.can_manage(run_dir, "mallory@example.org", admins=["root@example.org"])
+    assert runs.can_manage(run_dir, "root@example.org", admins=["ROOT@example.org"])
+    assert not runs.can_manage(run_dir, "", admins=[""])
+    nobody = fake_run(runs_dir, state="finished", config=tiny_config(owner=""))
+    assert not runs.can_manage(nobody, "alice@example.org", admins=[])
+    assert runs.can_launch("a@x", None, []) and not runs.can_launch("", None, [])
+    assert runs.can_launch("a@x", ["A@x"], []) and not runs.can_launch("b@x", ["a@x"], [])
+    assert runs.can_launch("boss@x", [], ["boss@x"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# checks before launch
+# ---------------------------------------------------------------------------------------------------
+def test_preflight_flags_unreachable_hub_ids_and_missing_paths(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "empty-ds-cache"))
+    assert runs.preflight(tiny_config()) == {}
+    assert runs.preflight(preset("demo")) == {}
+    errors = runs.preflight(tiny_config(model="someone/never-cached-model", dataset="someone/never-cached-data"))
+    assert set(errors) == {"model", "dataset"}
+    assert "bundled-minilm" in errors["model"] and "demo" in errors["dataset"]
+    errors = runs.preflight(tiny_config(model="./no/such/folder", dataset=str(tmp_path / "missing.csv")))
+    assert "does not exist" in errors["model"] and "does not exist" in errors["dataset"]
+
+
+def test_estimate_train_samples_for_the_preview(tmp_path):
+    from lib.data import demo_reviews
+    assert runs.estimate_train_samples(preset("demo")) == demo_reviews()["train"].num_rows
+    assert runs.estimate_train_samples(tiny_config()) == 32
+    assert runs.estimate_train_samples(preset("seed")) == 2000
+    csv = tmp_path / "r.csv"
+    csv.write_text("text,label\n" + "".join(f"review {i},{i % 2}\n" for i in range(50)))
+    assert runs.estimate_train_samples(preset("demo", dataset=str(csv), eval_fraction=0.2)) == 40
+
+
+# ---------------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------------
+def test_cli_bad_input_gives_a_short_message_and_no_traceback(runs_dir):
+    for args in (["show", "20260101-120000-abcdef"], ["show", "../etc"], ["launch", "--set", "nope=1"],
+                 ["launch", "--set", "per_device_train_batch_size=zero"], ["launch", "--config", "/no/such.json"],
+                 ["cancel", "not-an-id"], ["launch", "--preset", "nope"], ["frobnicate"]):
+        proc = cli("--runs-dir", str(runs_dir), *args)
+        assert proc.returncode != 0, args
+        assert "Traceback" not in proc.stderr and proc.stderr.strip(), args
+        assert len(proc.stderr) < 2000
+    assert list(runs_dir.iterdir()) == []
+
+
+def test_cli_show_json_and_list(runs_dir):
+    run_dir = fake_run(runs_dir, state="cancelled", status={"step": 4, "total_steps": 8,
+                                                             "error": {"type": "Cancelled", "message": "by bob"}})
+    proc = cli("--runs-dir", str(runs_dir), "show", run_dir.name, "--json")
+    assert proc.returncode == 0, proc.stderr
+    status = json.loads(proc.stdout)
+    assert {"state", "step", "total_steps", "queue_position", "error"} <= set(status)
+    assert (status["state"], status["step"], status["total_steps"], status["queue_position"]) == ("cancelled", 4, 8,
+                                                                                                  None)
+    proc = cli("--runs-dir", str(runs_dir), "list", "--json")
+    assert [r["id"] for r in json.loads(proc.stdout)] == [run_dir.name]
+    proc = cli("list", env={"LAB_RUNS_DIR": str(runs_dir)})
+    assert run_dir.name in proc.stdout and "cancelled" in proc.stdout and "4/8" in proc.stdout
+    proc = cli("--runs-dir", str(runs_dir), "resume", run_dir.name, "--runs-dir", str(runs_dir / "nowhere"))
+    assert proc.returncode != 0 and "no run" in proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------------
+# real processes
+# ---------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_two_launches_queue_fifo_and_survive_the_launcher_exiting(runs_dir):
+    """Two `python -m lib.runs launch` at once with a limit of 1: the second waits (queue position 1), both
+    finish, and the jobs outlive the short-lived processes that launched them."""
+    env = {"LAB_MAX_JOBS_CPU": "1"}
+    args = ["--runs-dir", str(runs_dir), "launch", "--preset", "demo", "--owner", "tester"]
+    args += [a for kv in TINY_SET for a in ("--set", kv)]
+    launchers = [subprocess.Popen([sys.executable, "-m", "lib.runs", *args, "--set", f"run_name=job {i}"], cwd=ROOT,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env={**os.environ, **env}) for i in range(2)]
+    outs = [p.communicate(timeout=60) for p in launchers]
+    assert all(p.returncode == 0 for p in launchers), outs
+    ids = [out.strip().splitlines()[-1] for out, _ in outs]
+    assert len(set(ids)) == 2 and all(rundir.is_run_id(i) for i in ids)
+    dirs = [runs.run_path(runs_dir, i) for i in ids]
+    # the launchers are gone; their jobs live on (launched in their own session, stdin closed)
+    for d in dirs:
+        run = runs.read_run_info(d)
+        assert run["pgid"] == run["launch_pid"] and queue.process_alive(run["launch_pid"], run["launch_create_time"])
+        proc = psutil.Process(run["launch_pid"])
+        assert os.getsid(proc.pid) == proc.pid != os.getsid(0)
+    order = sorted(dirs, key=lambda d: (rundir.read_status(d)["enqueued_at"], d.name))
+    first, second = order
+
+    def second_waits():
+        a, b = runs.get_status(first), runs.get_status(second)
+        return a["state"] == "running" and b["state"] == "queued" and b["queue_position"] == 1
+
+    wait_for(second_waits, timeout=60, what="the second run to wait in the queue")
+    assert [r["queue_position"] for r in runs.list_runs(runs_dir) if r["id"] == second.name] == [1]
+    wait_for(lambda: all(runs.get_status(d)["state"] == "finished" for d in dirs), timeout=150, interval=0.5,
+             what="both runs to finish")
+    a, b = rundir.read_status(first), rundir.read_status(second)
+    assert b["started_at"] >= a["finished_at"]  # never two at once; first come, first served
+    assert a["step"] == a["total_steps"] == b["step"] == b["total_steps"] == 2
+    rows = runs.list_runs(runs_dir)
+    assert {r["label"] for r in rows} == {"job 0", "job 1"} and {r["owner"] for r in rows} == {"tester"}
+    assert all(r["best_eval_accuracy"] is not None for r in rows)
+
+
+@pytest.mark.slow
+def test_kill_9_is_reconciled_as_failed_and_resume_skips_a_torn_checkpoint(runs_dir):
+    config = tiny_config(max_train_samples=64, per_device_train_batch_size=4, num_train_epochs=2.0,
+                         logging_steps=1, eval_strategy="no", save_strategy="steps", save_steps=5,
+                         save_total_limit=None, run_name="to be killed")
+    run_dir = runs.launch(config, runs_dir, owner="tester")
+    ckpts = run_dir / rundir.CHECKPOINTS
+
+    from lib.train import checkpoint_is_complete, newest_complete_checkpoint
+    wait_for(lambda: (ckpts / "checkpoint-10").is_dir() and checkpoint_is_complete(ckpts / "checkpoint-10")
+             and rundir.read_status(run_dir).get("step", 0) >= 11, timeout=120, interval=0.05,
+             what="checkpoint-10")
+    run = runs.read_run_info(run_dir)
+    os.kill(run["pid"], signal.SIGKILL)
+    status = wait_for(lambda: (s := runs.get_status(run_dir))["state"] != "running" and s, timeout=30)
+    assert status["state"] == "failed"
+    assert "process ended unexpectedly" in status["error"]["message"] and "SIGKILL" in status["error"]["message"]
+    assert status["exit_code"] == -signal.SIGKILL and status["error"]["log_tail"]
+    killed_at = status["step"]
+    assert 11 <= killed_at < 32
+
+    # tear the newest complete checkpoint as a crash during saving would
+    newest = newest_complete_checkpoint(run_dir)
+    (newest / "optimizer.pt").unlink()
+    previous = newest_complete_checkpoint(run_dir)
+    assert previous is not None and previous != newest
+    resumed_from = int(previous.name.split("-")[1])
+
+    with pytest.raises(RunError, match="only a failed or cancelled"):
+        runs.resume(fake_run(runs_dir, state="finished"))
+    t_resume = time.time()
+    runs.resume(run_dir)
+    assert runs.get_status(run_dir)["state"] in ("queued", "running")
+    with pytest.raises(RunError):
+        runs.resume(run_dir)  # not twice
+    final = wait_for(lambda: (s := runs.get_status(run_dir))["state"] not in ("queued", "running") and s,
+                     timeout=150, interval=0.3, what="the resumed run to end")
+    assert final["state"] == "finished", final
+    assert final["step"] == final["total_steps"] == 32 and final["attempt"] == 2
+    log = (run_dir / rundir.LOG).read_text()
+    assert f"resuming from {previous.name}" in log
+    rows = [r for r in rundir.read_jsonl(run_dir / rundir.METRICS) if r["event"] == "log"]
+    after = [r["step"] for r in rows if r["time"] >= t_resume]
+    before = [r["step"] for r in rows if r["time"] < t_resume]
+    assert after[0] == resumed_from + 1 and after == list(range(resumed_from + 1, 33))  # continuous
+    assert before == list(range(1, len(before) + 1)) and before[-1] >= killed_at - 1
+    run = runs.read_run_info(run_dir)
+    assert run["resume"] is True and run["argv"][-1] == "--resume" and len(run["history"]) == 1
+
+
+@pytest.mark.slow
+def test_cancel_stops_the_whole_process_group_and_a_queued_run(runs_dir, monkeypatch):
+    monkeypatch.setenv("LAB_MAX_JOBS_CPU", "1")
+    slow = tiny_config(max_train_samples=400, num_train_epochs=50.0, logging_steps=1, dataloader_num_workers=2,
+                       eval_strategy="no", save_strategy="no", run_name="slow")
+    running = runs.launch(slow, runs_dir, owner="tester")
+    waiting = runs.launch(tiny_config(run_name="waiting"), runs_dir, owner="tester")
+    run = runs.read_run_info(running)
+    pgid = run["pgid"]
+
+    wait_for(lambda: rundir.read_status(running).get("step", 0) >= 1 and len(runs.process_group_alive(running)) >= 3,
+             timeout=90, what="the job and its two DataLoader workers")
+    workers = runs.process_group_alive(running)
+    assert wait_for(lambda: runs.get_status(waiting)["queue_position"] == 1, timeout=30)
+
+    status = runs.cancel(waiting, grace_s=10)
+    assert status["state"] == "cancelled"
+    status = runs.cancel(running, grace_s=10, by="tester")
+    assert status["state"] == "cancelled" and status["error"]["type"] == "Cancelled"
+    assert status["exit_code"] == 143  # the job recorded it itself after SIGTERM
+    assert rundir.read_status(running)["cancelled_by"] == "tester"
+    # nothing of the group is left, not even a zombie (the launcher reaps its child)
+    wait_for(lambda: not group_processes(pgid), timeout=10, what="the process group to vanish")
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in workers)
+    with pytest.raises(RunError, match="already cancelled"):
+        runs.cancel(running)
+    # a cancelled run can be deleted
+    runs.delete(waiting)
+    assert not waiting.exists()

@@ -1,0 +1,293 @@
+"""AppTest of pages/runs.py: a finished tiny run (every tab), a failed run (its error first), a running
+run (ETA), the quick tryout (single text, explanation, bad input, batch CSV), a deleted checkpoint,
+and planted pickles that must never run."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lib import rundir  # noqa: E402
+
+PAGE = str(ROOT / "pages" / "runs.py")
+TABS = ["Training", "Compare", "Checkpoints", "Try it", "Error analysis"]
+FAILED_ID = "20200101-000000-aaaaaa"
+RUNNING_ID = "20200102-000000-bbbbbb"
+FAIL_MESSAGE = "out of memory: CUDA out of memory. Tried to allocate 2.00 GiB"
+FAIL_HINT = "try per_device_train_batch_size=4 with gradient_accumulation_steps=2"
+
+
+def train_tiny_run(runs_dir: Path) -> Path:
+    cmd = [sys.executable, "-m", "lib.train", "--preset", "demo", "--runs-dir", str(runs_dir),
+           "--set", "model=tiny-bert", "--set", "max_train_samples=32", "--set", "max_eval_samples=16",
+           "--set", "num_train_epochs=2", "--set", "logging_steps=1", "--set", "run_name=tiny finished run",
+           "--set", "owner=alice"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "LAB_RUNS_DIR": str(runs_dir)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+def write_lines(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def make_failed_run(runs: Path) -> Path:
+    run = runs / FAILED_ID
+    run.mkdir()
+    rundir.atomic_write_json(run / rundir.CONFIG, {"run_name": "doomed <b>run</b>", "owner": "bob",
+                                                   "model": "bundled-minilm", "dataset": "demo"})
+    rundir.atomic_write_json(run / rundir.STATUS, {
+        "state": "failed", "step": 3, "total_steps": 30, "epoch": 0.1, "exit_code": 1, "finished_at": 1.0,
+        "error": {"type": "OutOfMemoryError", "message": FAIL_MESSAGE, "hint": FAIL_HINT}})
+    write_lines(run / rundir.METRICS, [{"event": "log", "step": s, "epoch": s / 30, "elapsed_s": s, "loss": 0.7,
+                                        "learning_rate": 1e-4, "grad_norm": 1.0} for s in (1, 2, 3)]
+                + [{"event": "log", "step": 4, "lo": 1}])
+    (run / rundir.METRICS).write_text((run / rundir.METRICS).read_text() + '{"event": "log", "st')  # torn
+    (run / rundir.LOG).write_text("[lab] run started\nTraceback (most recent call last):\nRuntimeError: CUDA oom\n")
+    return run
+
+
+def make_running_run(runs: Path) -> Path:
+    run = runs / RUNNING_ID
+    run.mkdir()
+    now = time.time()
+    me = psutil.Process()
+    rundir.atomic_write_json(run / rundir.CONFIG, {"run_name": "still going", "owner": "carol",
+                                                   "model": "bundled-minilm", "dataset": "demo",
+                                                   "num_train_epochs": 3})
+    rundir.atomic_write_json(run / rundir.RUN, {"pid": os.getpid(), "create_time": me.create_time(),
+                                                "host": socket.gethostname()})
+    rundir.atomic_write_json(run / rundir.STATUS, {"state": "running", "step": 20, "total_steps": 100,
+                                                   "epoch": 0.6, "elapsed_s": 40.0, "heartbeat": now,
+                                                   "started_at": now - 40, "pid": os.getpid()})
+    write_lines(run / rundir.METRICS, [{"event": "log", "step": s, "epoch": s / 33, "elapsed_s": 2.0 * s,
+                                        "total_steps": 100, "loss": 1.0 / s, "learning_rate": 1e-4,
+                                        "grad_norm": 0.5, "samples_per_s": 8.0} for s in range(1, 21)])
+    return run
+
+
+class Boom:
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    return train_tiny_run(tmp_path_factory.mktemp("trained"))
+
+
+@pytest.fixture()
+def runs(tmp_path, finished_run, monkeypatch) -> Path:
+    """A fresh runs dir per test: a copy of the finished tiny run, a failed run and a running run."""
+    root = tmp_path / "runs"
+    root.mkdir()
+    shutil.copytree(finished_run, root / finished_run.name)
+    make_failed_run(root)
+    make_running_run(root)
+    monkeypatch.setenv("LAB_RUNS_DIR", str(root))
+    return root
+
+
+def page(run_id: str | None = None, tab: str | None = None) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    if run_id:
+        at.query_params["run"] = run_id
+    if tab:
+        at.session_state["runs_tab"] = tab
+    return at.run()
+
+
+def texts(at: AppTest) -> str:
+    """Everything the page says, as one string (errors, infos, markdown, captions, metrics, code)."""
+    parts = []
+    for kind in ("error", "warning", "info", "success", "markdown", "caption", "code", "subheader"):
+        parts += [str(e.value) for e in getattr(at, kind)]
+    parts += [f"{m.label}={m.value}" for m in at.metric]
+    return "\n".join(parts)
+
+
+def test_no_runs_yet(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAB_RUNS_DIR", str(tmp_path / "empty"))
+    at = page()
+    assert not at.exception
+    assert "No runs yet" in at.info[0].value
+
+
+def test_finished_run_every_tab(runs, finished_run):
+    status = json.loads((finished_run / rundir.STATUS).read_text())
+    baseline = json.loads((finished_run / rundir.BASELINE).read_text())
+    at = page(finished_run.name)
+    assert not at.exception
+    assert at.selectbox(key="runs_pick").value == finished_run.name
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Step"] == f"{status['step']} / {status['total_steps']}"
+    assert metrics["Accuracy"] == f"{status['final_metrics']['eval_accuracy']:.4f}"
+    assert metrics["Eval loss"] == f"{status['final_metrics']['eval_loss']:.4f}"
+    assert metrics["TF-IDF baseline accuracy"] == f"{baseline['accuracy']:.4f}"
+    assert metrics["ETA"] == "–"
+    assert not at.error
+    assert "tiny finished run" in texts(at)
+    assert "[lab] run" in texts(at)  # the log tail
+
+    for tab in TABS[1:]:
+        at.session_state["runs_tab"] = tab
+        at.run()
+        assert not at.exception, (tab, at.exception)
+        assert not at.error, (tab, [e.value for e in at.error])
+        if tab == "Checkpoints":
+            table = at.dataframe(key="ckpt_table").value
+            on_disk = sorted(p.name for p in (finished_run / "checkpoints").iterdir())
+            assert sorted(table["checkpoint"]) == on_disk
+            assert table["best"].tolist().count("★") == 1
+            assert (table["size (MB)"] > 0).all()
+        if tab == "Error analysis":
+            preds = [json.loads(x) for x in (finished_run / rundir.PREDICTIONS).read_text().splitlines()]
+            wrong = sum(p["label"] != p["pred"] for p in preds)
+            assert f"{len(preds):,} evaluation reviews, {wrong:,} wrong" in texts(at)
+            assert at.dataframe(key="err_browse").value.shape[0] == len(preds)
+            at.toggle(key="err_only_wrong").set_value(True).run()
+            assert at.dataframe(key="err_browse").value.shape[0] == wrong
+        if tab == "Compare":
+            final = at.dataframe(key="cmp_final").value
+            assert final["Accuracy"].tolist() == [pytest.approx(status["final_metrics"]["eval_accuracy"])]
+            # compare with the failed run: the configs differ in model and owner
+            at.multiselect(key="cmp_runs").set_value([finished_run.name, FAILED_ID]).run()
+            assert not at.exception
+            at.toggle(key="cmp_only_diff").set_value(True).run()
+            fields = at.dataframe(key="cmp_configs").value.data["field"].tolist()
+            assert "model" in fields and "owner" in fields and "dataset" not in fields
+
+
+def test_failed_run_shows_its_error_first(runs):
+    at = page(FAILED_ID)
+    assert not at.exception
+    assert at.selectbox(key="runs_pick").value == FAILED_ID
+    assert FAIL_MESSAGE in at.error[0].value
+    assert any(FAIL_HINT in i.value for i in at.info)
+    assert "RuntimeError: CUDA oom" in texts(at)
+    # the error comes before the progress bar and the metrics in the Training tab
+    tab = at.tabs[0]
+    kinds = [type(e).__name__ for e in tab]
+    assert kinds.index("Alert") < kinds.index("Metric")  # noqa - "Alert" is error/info/warning
+    assert {m.label: m.value for m in at.metric}["Step"] == "3 / 30"
+    # a run name with markup is shown as text
+    assert "doomed \\<b\\>run\\</b\\>" in texts(at)
+
+
+def test_running_run_has_progress_and_eta(runs):
+    at = page(RUNNING_ID)
+    assert not at.exception and not at.error
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Step"] == "20 / 100"
+    assert metrics["ETA"] == "2m 40s"  # 80 steps left at 0.5 steps/s
+    assert metrics["Samples/s"] == "8.0"
+
+
+def test_picker_filters_and_query_param(runs, finished_run):
+    at = page()
+    assert not at.exception
+    options = at.selectbox(key="runs_pick").options
+    assert len(options) == 3
+    assert at.selectbox(key="runs_pick").value == finished_run.name  # newest first
+    assert at.query_params["run"] in ([finished_run.name], finished_run.name)
+    at.multiselect(key="runs_state_filter").set_value(["failed"]).run()
+    assert at.selectbox(key="runs_pick").value == FAILED_ID
+    at.multiselect(key="runs_state_filter").set_value([]).run()
+    at.selectbox(key="runs_owner_filter").set_value("carol").run()
+    assert at.selectbox(key="runs_pick").value == RUNNING_ID
+    at2 = page("20991231-000000-ffffff")  # unknown id: falls back to the newest run
+    assert not at2.exception and at2.selectbox(key="runs_pick").value == finished_run.name
+
+
+def test_tryout_single_text(runs, finished_run):
+    at = page(finished_run.name, "Try it")
+    assert not at.exception
+    at.button(key="try_example_0").click().run()
+    assert at.text_area(key="try_text").value.startswith("A warm")
+    at.text_area(key="try_text").set_value("<script>alert('x')</script> A <b>lovely</b> film 😀")
+    at.button(key="FormSubmitter:try_form-Classify").click().run()
+    assert not at.exception and not at.error
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Prediction"] in ("NEGATIVE", "POSITIVE")
+    assert metrics["Latency"].endswith(" ms")
+    probs = at.dataframe(key="try_probs").value
+    assert sorted(probs["label"]) == ["NEGATIVE", "POSITIVE"]
+    assert probs["probability"].sum() == pytest.approx(1.0)
+    shown = at.html[0].value
+    assert "<script" not in shown and "<b>" not in shown and "&lt;" in shown
+    # empty text: a clear message, no result
+    at.text_area(key="try_text").set_value("   ")
+    at.button(key="FormSubmitter:try_form-Classify").click().run()
+    assert not at.exception
+    assert "empty" in at.error[0].value
+    assert not any(m.label == "Prediction" for m in at.metric)
+
+
+def test_tryout_deleted_checkpoint(runs, finished_run):
+    at = page(finished_run.name, "Try it")
+    options = at.selectbox(key="try_model").options
+    choice = next(c for c in options if c.startswith("checkpoint"))
+    at.selectbox(key="try_model").select_index(options.index(choice)).run()  # the menu holds ModelChoice objects
+    step = choice.rsplit(" ", 1)[-1]
+    shutil.rmtree(runs / finished_run.name / "checkpoints" / f"checkpoint-{step}")
+    at.text_area(key="try_text").set_value("A fine film.")
+    at.button(key="FormSubmitter:try_form-Classify").click().run()
+    assert not at.exception
+    assert "no longer exists" in at.error[0].value
+
+
+def test_tryout_batch_csv(runs, finished_run):
+    at = page(finished_run.name, "Try it")
+    csv_bytes = b'id,review\n1,"=HYPERLINK(""http://x"")"\n2,A lovely film\n3,Dreadful\n'
+    at.file_uploader(key="try_upload").set_value(("reviews.csv", csv_bytes, "text/csv")).run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="try_column").value == "review"
+    at.button(key="try_batch_go").click().run()
+    assert not at.exception and not at.error
+    out = at.session_state["try_batch"]
+    assert out["predicted_label"].isin(["NEGATIVE", "POSITIVE"]).all() and len(out) == 3
+    assert at.download_button(key="try_download")
+    assert list((runs / rundir.UPLOADS).iterdir()) == []  # the upload was read, then deleted
+    # a broken upload: a clear message
+    at.file_uploader(key="try_upload").set_value(("bad.csv", b"\x00\x01binary\x02", "text/csv")).run()
+    assert not at.exception
+    assert "binary" in at.error[0].value
+
+
+def test_planted_pickles_never_run(runs, finished_run, tmp_path):
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(Boom(marker))
+    run = runs / finished_run.name
+    folders = [run, run / "model", *(run / "checkpoints").iterdir()]
+    for folder in folders:
+        for name in ("pytorch_model.bin", "optimizer.pt", "training_args.bin", "rng_state.pth"):
+            (folder / name).write_bytes(payload)
+    at = page(finished_run.name)
+    for tab in TABS:
+        at.session_state["runs_tab"] = tab
+        at.run()
+        assert not at.exception
+    for i in range(len(at.selectbox(key="try_model").options)):
+        at.selectbox(key="try_model").select_index(i).run()
+        at.text_area(key="try_text").set_value("A fine film.")
+        at.button(key="FormSubmitter:try_form-Classify").click().run()
+        assert not at.exception and not at.error
+        assert any(m.label == "Prediction" for m in at.metric)
+    assert not marker.exists()

@@ -1,0 +1,166 @@
+"""The Train page under AppTest: presets, live preview, validation next to fields, upload, launch, the run table,
+and who may launch or manage runs."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from lib import rundir, runs
+from lib.config import preset
+from pages import common
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = str(ROOT / "pages" / "train.py")
+
+
+@pytest.fixture
+def runs_dir(tmp_path, monkeypatch):
+    path = tmp_path / "runs"
+    monkeypatch.setenv("LAB_RUNS_DIR", str(path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("LAB_MAX_JOBS_CPU", raising=False)
+    yield path
+    for run_dir in rundir.iter_run_dirs(path):  # never leave a job behind
+        if runs.get_status(run_dir)["state"] in ("queued", "running"):
+            runs.cancel(run_dir, grace_s=5)
+
+
+def page(owner: str | None = "tester") -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    if owner:
+        at.session_state[common.OWNER_KEY] = owner
+    return at.run()
+
+
+def run_table(at: AppTest):
+    """The run table's data (the dataframe with a 'run' column)."""
+    found = [d.value for d in at.dataframe if "run" in d.value.columns]
+    assert len(found) == 1, "expected one run table"
+    return found[0]
+
+
+def errors_text(at: AppTest) -> str:
+    return "\n".join(e.value for e in at.error)
+
+
+def test_demo_preset_launches_and_the_run_shows_up_in_the_table(runs_dir):
+    at = page()
+    assert not at.exception
+    at.selectbox(key="tr_preset").set_value("demo")
+    at.button(key="tr_load_preset").click().run()
+    assert at.text_input(key="tr_model").value == "bundled-minilm"
+    at.text_input(key="tr_model").set_value("tiny-bert")
+    at.text_input(key="tr_max_train_samples").set_value("32")
+    at.text_input(key="tr_max_eval_samples").set_value("16")
+    at.text_input(key="tr_num_train_epochs").set_value("1").run()
+    assert not at.exception and not at.error, errors_text(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Training reviews"] == "32" and metrics["Steps per epoch"] == "2"  # 32 / batch 16
+    assert metrics["Optimizer steps"] == "2" and metrics["Effective batch"] == "16"
+    assert any("-m lib.train --run-dir" in c.value for c in at.code)
+    assert at.button(key="tr_launch").disabled is False
+
+    at.button(key="tr_launch").click().run()
+    assert not at.exception, at.exception
+    made = list(rundir.iter_run_dirs(runs_dir))
+    assert len(made) == 1
+    run_id = made[0].name
+    assert any(run_id in s.value for s in at.success)
+    table = run_table(at)
+    assert list(table["run"]) == [run_id] and list(table["owner"]) == ["tester"]
+    assert table["state"][0].startswith(("queued", "running"))
+    assert table["label"][0] == "demo: MiniLM on built-in reviews"
+    config = runs.load_config(made[0])
+    assert (config.model, config.max_train_samples, config.owner) == ("tiny-bert", 32, "tester")
+
+    # the job runs on its own; the table shows where it ended
+    end = time.monotonic() + 120
+    while runs.get_status(made[0])["state"] in ("queued", "running") and time.monotonic() < end:
+        time.sleep(0.5)
+    at.run()
+    table = run_table(at)
+    assert list(table["state"]) == ["finished"] and table["progress"][0] == 1.0
+    assert table["best accuracy"][0] is not None
+    # clone puts the run's settings back into the form
+    at.button(key="tr_clone").click().run()
+    assert at.text_input(key="tr_model").value == "tiny-bert"
+    assert at.text_input(key="tr_max_train_samples").value == "32"
+
+
+def test_bad_values_are_shown_next_to_their_field_and_block_launch(runs_dir):
+    at = page()
+    at.text_input(key="tr_learning_rate").set_value("fast")
+    at.text_input(key="tr_max_eval_samples").set_value("-3").run()
+    text = errors_text(at)
+    assert "learning_rate must be a number" in text and "max_eval_samples must be a positive integer" in text
+    assert at.button(key="tr_launch").disabled
+    assert not list(rundir.iter_run_dirs(runs_dir)) if runs_dir.exists() else True
+
+
+def test_an_unreachable_hub_model_is_flagged_before_any_process_starts(runs_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "no-cache"))
+    at = page()
+    at.text_input(key="tr_model").set_value("someone/not-cached-model").run()
+    at.button(key="tr_launch").click().run()
+    assert not at.exception
+    assert "not reachable" in errors_text(at) and "bundled-minilm" in errors_text(at)
+    assert not list(rundir.iter_run_dirs(runs_dir))
+
+
+def test_no_launch_without_an_owner_name(runs_dir):
+    at = page(owner=None)
+    assert at.button(key="tr_launch").disabled
+    at.text_input(key="tr_owner_input").set_value("Dana").run()
+    assert at.session_state[common.OWNER_KEY] == "Dana"
+    assert not at.button(key="tr_launch").disabled
+
+
+def test_upload_is_stored_under_a_server_made_name_with_preview_and_label_mapping(runs_dir):
+    at = page()
+    rows = "".join(f"review number {i} was {'great' if i % 2 else 'bad'},{'pos' if i % 2 else 'neg'}\n"
+                   for i in range(20))
+    at.file_uploader(key="tr_upload").set_value(("../../$(id) evil.csv", b"review,sentiment\n" + rows.encode(),
+                                                  "text/csv")).run()
+    assert not at.exception, at.exception
+    stored = list((runs_dir / rundir.UPLOADS).iterdir())
+    assert len(stored) == 1 and stored[0].suffix == ".csv" and "evil" not in stored[0].name
+    assert not (runs_dir.parent.parent / "$(id) evil.csv").exists()
+    assert at.selectbox(key="tr_upload_text").value == "review"
+    assert at.selectbox(key="tr_upload_label").value == "sentiment"
+    mapping = at.table[0].value
+    assert dict(zip(mapping["value in the file"], mapping["becomes"])) == {"neg": "0 = NEGATIVE",
+                                                                          "pos": "1 = POSITIVE"}
+    at.button(key="tr_use_upload").click().run()
+    assert at.text_input(key="tr_dataset").value == str(stored[0])
+    assert at.text_input(key="tr_text_column").value == "review"
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Training reviews"] == "16"  # 20 rows, 20 % held out for evaluation
+
+
+def test_with_sign_in_only_listed_people_launch_and_only_owners_or_admins_manage(runs_dir, monkeypatch):
+    finished = runs.create_run(runs_dir, preset("demo", owner="alice@example.org"))
+    rundir.update_status(finished, state="finished")
+
+    def as_user(email):
+        monkeypatch.setattr(common, "auth_configured", lambda: True)
+        monkeypatch.setattr(common, "logged_in_user", lambda: email)
+        at = AppTest.from_file(PAGE, default_timeout=60)
+        at.secrets["lab"] = {"admins": ["boss@example.org"], "launchers": ["alice@example.org"]}
+        return at.run()
+
+    at = as_user("mallory@example.org")
+    assert not at.exception, at.exception
+    assert at.button(key="tr_launch").disabled
+    assert at.button(key="tr_delete").disabled and at.button(key="tr_resume").disabled
+    assert any("not on this lab's list" in i.value for i in at.info)
+
+    at = as_user("alice@example.org")
+    assert not at.button(key="tr_launch").disabled and not at.button(key="tr_delete").disabled
+    at = as_user("boss@example.org")
+    assert not at.button(key="tr_delete").disabled
+    at.button(key="tr_delete").click().run()
+    at.button(key="tr_confirm_yes").click().run()
+    assert not at.exception and not finished.exists()
