@@ -154,6 +154,45 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def remove_torn_checkpoints(run_dir: Path) -> list[str]:
+    """Delete checkpoints that are not complete (a save that failed half-way); return their names."""
+    removed = []
+    for path in list_checkpoints(run_dir):
+        if not checkpoint_is_complete(path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
+    for tmp in (Path(run_dir) / rundir.CHECKPOINTS).glob("tmp-checkpoint-*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+    return removed
+
+
+_WRITE_FAILURE_SIGNS = ("no space left", "unexpected pos", "iostream error", "file write failed", "disk quota")
+
+
+def _is_disk_full(exc: BaseException, run_dir: Path | None = None) -> bool:
+    """ENOSPC anywhere in the exception chain, or a failed write while the runs disk is (nearly) full.
+
+    torch.save reports a full disk as "[enforce fail at inline_container.cc] unexpected pos", without
+    errno, so a write failure is also judged by the free space left on the run directory's disk.
+    """
+    seen, write_failed = set(), False
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(exc).lower()
+        if "no space left" in text:
+            return True
+        write_failed = write_failed or any(sign in text for sign in _WRITE_FAILURE_SIGNS)
+        exc = exc.__cause__ or exc.__context__
+    if write_failed and run_dir is not None:
+        try:
+            return shutil.disk_usage(run_dir).free < 64 * 2**20
+        except OSError:
+            return True
+    return False
+
+
 def newest_complete_checkpoint(run_dir: Path) -> Path | None:
     for path in reversed(list_checkpoints(run_dir)):
         if checkpoint_is_complete(path):
@@ -164,11 +203,13 @@ def newest_complete_checkpoint(run_dir: Path) -> Path | None:
 # ---------------------------------------------------------------------------------------------------
 # Errors
 # ---------------------------------------------------------------------------------------------------
-def describe_failure(exc: BaseException, config: TrainConfig | None = None) -> dict[str, str]:
+def describe_failure(exc: BaseException, config: TrainConfig | None = None,
+                     run_dir: Path | None = None) -> dict[str, str]:
     """{type, message, hint} for status.json, with a hint for the failures people can act on."""
     text = str(exc) or type(exc).__name__
     hint = ""
-    oom = "out of memory" in text.lower() or type(exc).__name__ in ("OutOfMemoryError", "MemoryError")
+    oom = ("out of memory" in text.lower() or "can't allocate memory" in text.lower()
+           or type(exc).__name__ in ("OutOfMemoryError", "MemoryError"))
     if oom:
         if config is not None and config.per_device_train_batch_size > 1:
             smaller = max(1, config.per_device_train_batch_size // 2)
@@ -178,9 +219,9 @@ def describe_failure(exc: BaseException, config: TrainConfig | None = None) -> d
         else:
             hint = "Out of memory: use a smaller max_length or a smaller model."
         text = "out of memory: " + text if "out of memory" not in text.lower() else text
-    elif isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+    elif _is_disk_full(exc, run_dir):
         hint = "No space left on the device that holds the runs directory: free space, then resume the run."
-        text = "no space left on device: " + text
+        text = text if "no space left" in text.lower() else "no space left on device while writing: " + text
     elif isinstance(exc, LabError):
         hint = ""
     return {"type": type(exc).__name__, "message": text[:2000], "hint": hint}
@@ -564,9 +605,16 @@ def main(argv: list[str] | None = None) -> int:
             print("[lab] cancelled", file=log, flush=True)
     except BaseException as exc:  # noqa: BLE001 - every failure must end in status.json
         code = EXIT_BAD_INPUT if isinstance(exc, (LabError, KeyboardInterrupt)) else EXIT_FAILED
-        info = describe_failure(exc, config)
-        log.write(traceback.format_exc())
-        log.flush()
+        info = describe_failure(exc, config, run_dir)
+        if main_process and _is_disk_full(exc, run_dir):
+            removed = remove_torn_checkpoints(run_dir)  # frees the space the half-written one took
+            if removed:
+                info["message"] += f" (removed the half-written {', '.join(removed)}; earlier checkpoints kept)"
+        try:
+            log.write(traceback.format_exc())
+            log.flush()
+        except OSError:
+            pass
         try:
             if main_process:
                 rundir.update_status(run_dir, state="failed", finished_at=time.time(), exit_code=code, error=info)
