@@ -247,6 +247,22 @@ def _interval(name: str, value, total: int) -> int:
     return int(value)
 
 
+def _check_best_model_settings(eval_strategy: str, eval_steps, save_strategy: str, save_steps) -> None:
+    """What TrainingArguments refuses when load_best_model_at_end is on (same tests, same order)."""
+    key = "load_best_model_at_end"
+    if eval_strategy != save_strategy:
+        raise ConfigError({key: "load_best_model_at_end needs save_strategy equal to eval_strategy "
+                                f"(got save '{save_strategy}', eval '{eval_strategy}')"})
+    if eval_strategy == "steps" and eval_steps and save_steps and save_steps % eval_steps != 0:
+        if (eval_steps < 1) != (save_steps < 1):
+            raise ConfigError({key: "load_best_model_at_end needs save_steps to be a multiple of eval_steps, which "
+                                    "cannot be checked when one is a share (< 1) and the other a number of steps"})
+        big = 1_000_000
+        if (save_steps * big) % (eval_steps * big) != 0:
+            raise ConfigError({key: f"load_best_model_at_end needs save_steps ({save_steps:g}) to be a multiple of "
+                                    f"eval_steps ({eval_steps:g})"})
+
+
 def event_schedule(plan: StepPlan, logging_steps: float = 500, eval_strategy: str = "no",
                    eval_steps: float | None = None, save_strategy: str = "steps",
                    save_steps: float | None = DEFAULT_SAVE_STEPS, save_total_limit: int | None = None,
@@ -261,8 +277,12 @@ def event_schedule(plan: StepPlan, logging_steps: float = 500, eval_strategy: st
     for name, value in (("eval_strategy", eval_strategy), ("save_strategy", save_strategy)):
         if value not in STRATEGIES:
             raise ConfigError({name: f"{name} must be one of {', '.join(STRATEGIES)}, got {value!r}"})
-    if save_total_limit is not None and (isinstance(save_total_limit, bool) or int(save_total_limit) != save_total_limit):
+    if save_total_limit is not None and (isinstance(save_total_limit, bool)
+                                         or int(save_total_limit) != save_total_limit):
         raise ConfigError({"save_total_limit": f"save_total_limit must be a whole number, got {save_total_limit!r}"})
+    if load_best_model_at_end:
+        _check_best_model_settings(eval_strategy, logging_steps if eval_steps is None else eval_steps,
+                                   save_strategy, DEFAULT_SAVE_STEPS if save_steps is None else save_steps)
     total = plan.total_steps
     log_every = _interval("logging_steps", logging_steps, total)
     eval_every = (_interval("eval_steps", logging_steps if eval_steps is None else eval_steps, total)

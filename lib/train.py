@@ -266,9 +266,15 @@ def _same_file(stream, path: Path) -> bool:
 def write_run_json(run_dir: Path, argv: list[str], **extra: Any) -> dict:
     import psutil
     me = psutil.Process()
+    existing = rundir.read_json(run_dir / rundir.RUN) or {}
+    if "LOCAL_RANK" in os.environ and existing.get("pid"):
+        # Under torchrun the launcher recorded the torchrun agent (the process group leader that
+        # cancel signals); each rank runs in a session of its own, so only note rank 0 here.
+        existing.update({"rank0_pid": os.getpid(), "rank0_create_time": me.create_time()})
+        rundir.atomic_write_json(run_dir / rundir.RUN, existing)
+        return existing
     info = {"argv": argv, "pid": os.getpid(), "pgid": os.getpgid(0), "create_time": me.create_time(),
             "host": socket.gethostname(), "user": getpass.getuser(), "created_at": time.time(), **extra}
-    existing = rundir.read_json(run_dir / rundir.RUN) or {}
     existing.update(info)
     rundir.atomic_write_json(run_dir / rundir.RUN, existing)
     return existing

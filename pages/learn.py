@@ -75,9 +75,10 @@ def load_texts(kind: str, spec: str, split: str, column: str, strip_html: bool, 
         from lib.inference import upload_columns
         df = upload_columns(common.runs_dir(), _data or b"", spec)
         if column not in df.columns:
-            raise LabError(f"the uploaded file has no column {column!r}; its columns are: {', '.join(map(str, df.columns))}")
+            raise LabError(f"the uploaded file has no column {column!r}; its columns are: "
+                           f"{', '.join(map(str, df.columns))}")
         values, labels, source = df[column].tolist(), _labels_or_none(df), spec
-    elif kind == "path" and Path(spec).expanduser().is_file():
+    elif kind == "file":
         df = datalib.read_table(spec, text_column=column)
         values, labels, source = df[column].tolist(), _labels_or_none(df), spec
     else:  # an aclImdb folder, or a Hub id
@@ -199,7 +200,7 @@ try:
 except LabError as exc:
     common.show_lab_error(exc)
     st.stop()
-st.caption(T("model_loaded", name=model_spec, vocab=len(tokenizer),
+st.caption(T("model_loaded", name=common.plain(model_spec), vocab=len(tokenizer),
              lower=str(bool(getattr(tokenizer, "do_lower_case", False)))))
 
 tab_tokens, tab_padding, tab_map, tab_stats, tab_steps = st.tabs(
@@ -213,16 +214,12 @@ data_bytes = None
 with tab_stats:
     st.subheader(T("stats_header"))
     st.caption(T("stats_intro"))
-    c1, c2, c3 = st.columns([2, 1, 2])
-    source = c1.radio(T("ds_source"), SOURCES, key="learn_ds_source", horizontal=True,
+    source = st.radio(T("ds_source"), SOURCES, key="learn_ds_source", horizontal=True,
                       format_func=lambda s: T({"demo": "ds_demo", "upload": "ds_upload", "path": "ds_path",
                                                "hub": "ds_hub"}[s]))
-    split = c2.selectbox(T("ds_split"), ["train", "test"], key="learn_ds_split", disabled=source == "upload")
-    strip_html = c3.checkbox(T("ds_strip_html"), value=True, key="learn_ds_strip_html")
     try:
-        if source == "demo":
-            data_key = ("demo", "demo", split, "text", strip_html, "")
-        elif source == "upload":
+        kind, spec, column, digest, ready = source, "demo", "text", "", source == "demo"
+        if source == "upload":
             up = st.file_uploader(T("ds_upload_label"), type=["csv", "tsv", "jsonl", "json", "parquet"],
                                   key="learn_ds_upload")
             if up is None:
@@ -233,25 +230,32 @@ with tab_stats:
                 cols = upload_column_names(up.name, digest, data_bytes)
                 column = st.selectbox(T("ds_column"), cols, key="learn_ds_column_upload",
                                       index=cols.index("text") if "text" in cols else 0)
-                data_key = ("upload", up.name, split, column, strip_html, digest)
+                spec, ready = up.name, True
         elif source == "path":
-            path = st.text_input(T("ds_path_label"), key="learn_ds_path").strip()
-            if not path:
+            spec = st.text_input(T("ds_path_label"), key="learn_ds_path").strip()
+            if not spec:
                 st.info(T("ds_need_path"))
-            elif Path(path).expanduser().is_file():
-                from lib.paths import check_local_path
-                check_local_path(path, "data")
-                cols = file_column_names(path)
-                column = st.selectbox(T("ds_column"), cols, key="learn_ds_column_path",
-                                      index=cols.index("text") if "text" in cols else 0)
-                data_key = ("path", path, split, column, strip_html, "")
             else:
-                data_key = ("path", path, split, "text", strip_html, "")
-        else:
-            hub_id = st.text_input(T("ds_hub_label"), value="imdb", key="learn_ds_hub").strip()
-            if hub_id:
-                data_key = ("hub", hub_id, split, "text", strip_html, "")
-        if data_key is not None:
+                from lib.paths import check_local_path
+                resolved = check_local_path(spec, "data")  # allowed roots and existence checked first
+                spec = str(resolved)
+                if resolved.is_file():
+                    kind = "file"
+                    cols = file_column_names(spec)
+                    column = st.selectbox(T("ds_column"), cols, key="learn_ds_column_path",
+                                          index=cols.index("text") if "text" in cols else 0)
+                else:
+                    kind = "folder"
+                ready = True
+        elif source == "hub":
+            spec = st.text_input(T("ds_hub_label"), value="imdb", key="learn_ds_hub").strip()
+            ready = bool(spec)
+        c1, c2 = st.columns([1, 3])
+        split = c1.selectbox(T("ds_split"), ["train", "test"], key="learn_ds_split",
+                             disabled=kind in ("upload", "file"))
+        strip_html = c2.checkbox(T("ds_strip_html"), value=True, key="learn_ds_strip_html")
+        if ready:
+            data_key = (kind, spec, split if kind not in ("upload", "file") else "", column, strip_html, digest)
             data = load_texts(*data_key, _data=data_bytes)
     except LabError as exc:
         st.caption(T("stats_error"))
@@ -259,7 +263,8 @@ with tab_stats:
         data, data_key = None, None
 
     if data is not None:
-        st.caption(T("ds_loaded", n=len(data["texts"]), source=data["source"] or T("ds_demo")))
+        shown = common.plain(data["source"]) if data["source"] else T("ds_demo")
+        st.caption(T("ds_loaded", n=len(data["texts"]), source=shown))
         if data["skipped"]:
             st.caption(T("ds_skipped", n=data["skipped"]))
         c1, c2 = st.columns(2)
@@ -444,7 +449,7 @@ with tab_map:
 with tab_steps:
     st.subheader(T("calc_header"))
     st.caption(T("calc_intro"))
-    if data is not None and data_key[2] == "train":
+    if data is not None and data_key[2] in ("train", ""):
         n_data = len(data["texts"])
         c = st.columns([3, 1])
         c[0].caption(T("calc_use_data", n=n_data))

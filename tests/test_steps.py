@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import re
 import types
 from pathlib import Path
@@ -32,10 +31,14 @@ VOCAB = 64
 
 
 @pytest.fixture(autouse=True)
-def _quiet():
+def _quiet_and_single_threaded():
+    # a model this small trains fastest on one thread (two OpenMP threads spin on a busy machine)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     transformers.logging.set_verbosity_error()
     logging.getLogger("accelerate").setLevel(logging.ERROR)
     yield
+    torch.set_num_threads(threads)
 
 
 def tiny_model(seed: int = 0):
@@ -75,6 +78,12 @@ class ProbeTrainer(Trainer):
         return values
 
 
+def skip_gc(trainer) -> None:
+    """train() starts with accelerator.free_memory(), a full gc.collect() (~0.3 s here) that does not
+    touch the step arithmetic: skip it so the grid stays fast."""
+    trainer.accelerator.free_memory = lambda *objects: objects
+
+
 def common_args(tmp_path, **kw) -> TrainingArguments:
     base = dict(output_dir=str(tmp_path), use_cpu=True, report_to="none", disable_tqdm=True, seed=0,
                 save_strategy="no", eval_strategy="no", logging_steps=500, learning_rate=1e-3)
@@ -87,6 +96,7 @@ def trainer_plan(tmp_path, n, batch, accum, epochs, max_steps=-1, drop_last=Fals
                        num_train_epochs=epochs, max_steps=max_steps, dataloader_drop_last=drop_last)
     stop = StopAtBegin()
     trainer = ProbeTrainer(model=tiny_model(), args=args, train_dataset=random_data(n), callbacks=[stop])
+    skip_gc(trainer)
     with pytest.raises(_Stop):
         trainer.train()
     assert trainer.state.max_steps == stop.max_steps
@@ -231,6 +241,25 @@ def test_schedule_fractions_and_rotation():
     assert sched.surviving == [28, 30] and sched.deleted == [7, 14, 21]
 
 
+def test_best_model_needs_matching_strategies(tmp_path):
+    plan = plan_steps(100, 10)
+    bad = [dict(eval_strategy="epoch", save_strategy="steps", save_steps=5),
+           dict(eval_strategy="no", save_strategy="epoch"),
+           dict(eval_strategy="steps", eval_steps=3, save_strategy="steps", save_steps=5),
+           dict(eval_strategy="steps", eval_steps=0.1, save_strategy="steps", save_steps=5)]
+    for kw in bad:
+        with pytest.raises(ConfigError):
+            event_schedule(plan, load_best_model_at_end=True, **kw)
+        with pytest.raises(ValueError):  # the real TrainingArguments refuses the same settings
+            common_args(tmp_path, load_best_model_at_end=True, **kw)
+    good = dict(eval_strategy="steps", eval_steps=3, save_strategy="steps", save_steps=6)
+    for kw in (good, dict(eval_strategy="steps", eval_steps=0.5, save_strategy="steps", save_steps=1),
+               dict(eval_strategy="epoch", save_strategy="epoch")):
+        common_args(tmp_path, load_best_model_at_end=True, **kw)   # accepted by both
+        event_schedule(plan, load_best_model_at_end=True, **kw)
+    assert event_schedule(plan, load_best_model_at_end=True, **good).checkpoints == [6, 12, 18, 20]
+
+
 def test_surviving_with_best():
     saves = [10, 20, 30, 40]
     assert surviving_checkpoints(saves, 2) == [30, 40]
@@ -292,6 +321,7 @@ def test_schedule_matches_real_run(tmp_path, run):
     rec = Recorder()
     trainer = Trainer(model=tiny_model(), args=args, train_dataset=random_data(n),
                       eval_dataset=random_data(6, seed=1), callbacks=[rec])
+    skip_gc(trainer)
     trainer.train()
 
     plan = plan_steps(n, batch, accum, 1, epochs, max_steps)
