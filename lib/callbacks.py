@@ -56,6 +56,10 @@ class RunDirCallback(TrainerCallback):
         if state.is_world_process_zero:
             self._beat(state)
 
+    def on_prediction_step(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:  # a long evaluation must not look stalled
+            self._beat(state)
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return

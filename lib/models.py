@@ -46,7 +46,8 @@ def resolve_model_source(spec: str) -> ModelSource:
         return ModelSource("bundled", str(bundled_model_dir()), spec)
     if spec == TINY_MODEL:
         return ModelSource("tiny", str(bundled_model_dir()), spec)
-    if looks_like_path(spec):
+    explicit_path = spec.startswith(("/", "./", "../", "~"))
+    if explicit_path or (not hub.looks_like_hub_id(spec) and looks_like_path(spec)):
         try:
             path = check_local_path(spec, "model")
         except LabError as exc:

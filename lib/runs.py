@@ -31,8 +31,10 @@ Reconciliation
     re-read the status under a per-run lock first, and never replace a final state the job wrote.
 
 Cancel, resume, delete
-    :func:`cancel` sends SIGTERM to the job's whole process group (DataLoader workers included),
-    then SIGKILL after a grace period. :func:`resume` relaunches a failed or cancelled run with
+    :func:`cancel` sends SIGTERM to the job first (so it records ``cancelled`` and shuts its
+    DataLoader workers down itself), then to its whole process group and descendants (DataLoader
+    workers, torchrun ranks, which run in sessions of their own), then SIGKILL after a grace period
+    (10 s). :func:`resume` relaunches a failed or cancelled run with
     ``--resume`` (the job continues from its newest complete checkpoint). :func:`delete` removes a
     run that is not queued or running.
 
@@ -45,7 +47,6 @@ import argparse
 import contextlib
 import fcntl
 import getpass
-import json
 import os
 import secrets
 import shutil
@@ -74,6 +75,7 @@ LOG_TAIL_BYTES = 2000
 
 # Exit statuses of jobs this process started and reaped: pid -> (create_time, returncode).
 _EXITS: dict[int, tuple[float | None, int]] = {}
+_CHILDREN: dict[int, float | None] = {}  # jobs this process started that its reaper threads still wait for
 _EXITS_LOCK = threading.Lock()
 
 
@@ -129,11 +131,12 @@ def load_config(run_dir: str | os.PathLike) -> TrainConfig:
 
 
 @contextlib.contextmanager
-def _run_lock(run_dir: Path, *, blocking: bool = True, timeout: float = 30.0) -> Iterator[bool]:
+def _run_lock(run_dir: Path, *, blocking: bool = True, timeout: float = 30.0,
+              give_up: bool = False) -> Iterator[bool]:
     """Serialise registry changes to one run across processes and hosts (flock on a file in the run dir).
 
     Yields True when the lock is held; False when it could not be taken (read-only runs directory,
-    or busy and not ``blocking``). The job never takes this lock: the registry only writes status
+    busy and not ``blocking``, or still busy after ``timeout`` with ``give_up``). The job never takes this lock: the registry only writes status
     for a run whose process is gone.
     """
     try:
@@ -153,6 +156,8 @@ def _run_lock(run_dir: Path, *, blocking: bool = True, timeout: float = 30.0) ->
                 if not blocking:
                     break
                 if time.monotonic() > deadline:
+                    if give_up:
+                        break
                     raise RunError(f"run {run_dir.name} is busy (another cancel, resume or delete is in progress); "
                                    "try again in a moment") from None
                 time.sleep(0.05)
@@ -196,9 +201,12 @@ def _reap(proc: subprocess.Popen, create_time: float | None, run_dir: Path) -> N
     try:
         code = proc.wait()
     except Exception:  # noqa: BLE001 - nothing sensible to do in a daemon thread
+        with _EXITS_LOCK:
+            _CHILDREN.pop(proc.pid, None)
         return
     with _EXITS_LOCK:
         _EXITS[proc.pid] = (create_time, code)
+        _CHILDREN.pop(proc.pid, None)
         while len(_EXITS) > 1000:
             _EXITS.pop(next(iter(_EXITS)))
     with contextlib.suppress(Exception):
@@ -246,6 +254,8 @@ def _start_job(run_dir: Path, config: TrainConfig, *, resume: bool, launched_by:
         create_time = psutil.Process(proc.pid).create_time()
     except psutil.Error:
         create_time = None
+    with _EXITS_LOCK:
+        _CHILDREN[proc.pid] = create_time
     threading.Thread(target=_reap, args=(proc, create_time, run_dir), name=f"reap-{run_dir.name}",
                      daemon=True).start()
     launched = {"pid": proc.pid, "pgid": proc.pid, "create_time": create_time, "launch_pid": proc.pid,
@@ -292,6 +302,14 @@ def resume(run_dir: str | os.PathLike, *, launched_by: str = "api") -> Path:
 # Status reconciliation
 # ---------------------------------------------------------------------------------------------------
 def _exit_description(processes: list[tuple[int, float | None]]) -> tuple[str, int | None]:
+    # A job this process started has just ended: give its reaper thread a moment to collect the exit status.
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        with _EXITS_LOCK:
+            waiting = any(pid in _CHILDREN and pid not in _EXITS for pid, _ in processes)
+        if not waiting:
+            break
+        time.sleep(0.02)
     with _EXITS_LOCK:
         for pid, ct in processes:
             known = _EXITS.get(pid)
@@ -358,35 +376,35 @@ def _reconcile(run_dir: Path, status: dict, *, now: float | None = None, stall_a
                 if fresh.get("state") in rundir.ACTIVE_STATES:
                     # re-check with what is on disk now (a resume may have started a new process)
                     run = read_run_info(run_dir)
-                    if _liveness(run_dir, fresh, run, now) == "dead":
-                        status = _mark_dead(run_dir, run, fresh, now)
-                    else:
-                        status = fresh
+                    live = _liveness(run_dir, fresh, run, now)
+                    status = _mark_dead(run_dir, run, fresh, now) if live == "dead" else fresh
                 else:
                     status = fresh  # the job (or another server) already wrote its final state
             else:
-                with _run_lock(run_dir, blocking=False) as held:
+                # a moment's wait covers another reconciler; a cancel or resume holds it longer
+                with _run_lock(run_dir, timeout=1.0, give_up=True) as held:
                     if held:
                         return _reconcile(run_dir, status, now=now, stall_after=stall_after, locked=True)
-                # someone else is changing this run right now (cancel/resume/delete): report what we know
-                status = {**status, "state": "failed", "error": {
-                    "type": "ProcessEnded", "message": "process ended unexpectedly", "hint": ""}}
+                # someone else is changing this run right now (a cancel about to record "cancelled", a
+                # resume, a delete): leave the state to them and show it as it is on disk for now
+                live = "changing"
         elif live == "dead":
             how, code = _exit_description(queue.run_processes(run, status))
             status = {**status, "state": "failed", "exit_code": code,
                       "error": {"type": "ProcessEnded", "message": f"process ended unexpectedly ({how})",
                                 "hint": "", "log_tail": rundir.tail_text(run_dir / rundir.LOG, LOG_TAIL_BYTES)}}
         state = status.get("state")
-        if state in rundir.ACTIVE_STATES and live in ("alive", "elsewhere", "starting"):
-            beat = _num(status.get("heartbeat")) or _num(status.get("started_at")) or _num(
-                status.get("queued_at")) or _num(run.get("launch_started_at"))
+        if state in rundir.ACTIVE_STATES and live in ("alive", "elsewhere", "starting", "changing"):
+            signs = [_num(status.get(k)) for k in ("heartbeat", "started_at", "queued_at", "enqueued_at")]
+            signs.append(_num(run.get("launch_started_at")))
+            beat = max((t for t in signs if t is not None), default=None)  # the latest sign of life
             if beat is not None:
                 derived["heartbeat_age_s"] = max(0.0, now - beat)
-                derived["stalled"] = live != "starting" and now - beat > stall_after
+                derived["stalled"] = live in ("alive", "elsewhere") and now - beat > stall_after
     if state == "queued":
         pos = queue.queue_position(run_dir.parent, run_dir)
         status["queue_position"] = pos if pos is not None else status.get("queue_position")
-    elif state != "queued":
+    else:
         status["queue_position"] = None
     status.update(derived)
     status["run_id"] = run_dir.name
@@ -509,54 +527,107 @@ def _group_members(pgid: int, run: dict) -> list:
 
 
 def process_group_alive(run_dir: str | os.PathLike) -> list[int]:
-    """Pids of the run's process group still alive (for checks and tests)."""
+    """Pids of the run's processes still alive: its process group and the job's descendants (checks, tests)."""
     run = read_run_info(run_dir)
-    pgid = run.get("pgid") or run.get("launch_pid")
-    if not isinstance(pgid, int) or pgid <= 0:
+    if not (run.get("pgid") or run.get("launch_pid") or run.get("pid")):
         return []
-    return [p.pid for p in _group_members(pgid, run)]
+    return sorted(p.pid for p in _JobProcesses(run).members())
 
 
-def _signal_group(pgid: int, sig: int, run_id: str) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
-    except PermissionError:
-        raise RunError(f"not allowed to stop run {run_id}: its process belongs to another user; ask them or an "
-                       "admin to cancel it") from None
+class _JobProcesses:
+    """The processes of one run, to stop them.
 
-
-def _stop_group(pgid: int, run: dict, grace_s: float, run_id: str) -> None:
-    """SIGTERM the group leader first, then the whole group; return when all are gone or ``grace_s`` passed.
-
-    The leader (the job, or the torchrun agent) goes first so that it can stop cleanly: it records
-    ``cancelled`` and shuts its DataLoader workers down itself. Were the workers signalled at the same
-    moment, the job could see "DataLoader worker killed by signal" first and record a failure
-    instead. Whatever is left of the group a moment later (or at once when the leader is gone) gets
-    SIGTERM too; the caller sends SIGKILL to the group after ``grace_s``.
+    A job the registry launched leads its own process group (``pgid == launch_pid``): the group is
+    signalled as a whole, DataLoader workers included. Processes that left the group are followed as
+    the leader's descendants: torchrun starts every rank in a session of its own. A job started some
+    other way (``python -m lib.train`` from a shell or a script) shares the group of whoever started
+    it, so then only the job's own process tree is signalled, never the group (it may hold the shell).
     """
-    end = time.monotonic() + max(0.0, grace_s)
-    leader_alive = any(p.pid == pgid for p in _group_members(pgid, run))
-    if leader_alive:
+
+    def __init__(self, run: dict):
+        self.run = run
+        pgid, launch = run.get("pgid"), run.get("launch_pid")
+        self.group = pgid if isinstance(pgid, int) and pgid > 0 and pgid == launch else None
+        if self.group:
+            self.leader, self.leader_ct = launch, _num(run.get("launch_create_time"))
+        else:
+            self.leader, self.leader_ct = run.get("pid"), _num(run.get("create_time"))
+        self.tree: dict[int, Any] = {}
+        self._follow_tree()
+
+    def _follow_tree(self) -> None:
+        import psutil
+        if self.leader_ct is None and not self.group:
+            return  # a process we cannot identify for sure is never signalled
+        if queue.process_alive(self.leader, self.leader_ct):
+            with contextlib.suppress(psutil.Error):
+                proc = psutil.Process(self.leader)
+                for p in (proc, *proc.children(recursive=True)):
+                    self.tree.setdefault(p.pid, p)
+
+    def members(self) -> list:
+        import psutil
+        self._follow_tree()  # children started since we last looked
+        found = {p.pid: p for p in _group_members(self.group, self.run)} if self.group else {}
+        for pid, proc in self.tree.items():
+            with contextlib.suppress(psutil.Error):
+                if pid not in found and proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                    found[pid] = proc
+        return list(found.values())
+
+    def leader_alive(self) -> bool:
+        return queue.process_alive(self.leader, self.leader_ct)
+
+    def signal(self, sig: int, run_id: str, *, leader_only: bool = False) -> None:
+        import psutil
         try:
-            os.kill(pgid, signal.SIGTERM)
+            if leader_only:
+                if self.leader_alive():
+                    os.kill(self.leader, sig)
+                return
+            if self.group:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.group, sig)
+            for proc in self.members():
+                if self.group is None or os.getpgid(proc.pid) != self.group:
+                    with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+                        proc.send_signal(sig)
         except ProcessLookupError:
             pass
-        except PermissionError:
+        except (PermissionError, psutil.AccessDenied):
             raise RunError(f"not allowed to stop run {run_id}: its process belongs to another user; ask them or an "
                            "admin to cancel it") from None
+
+
+def _stop(job: _JobProcesses, grace_s: float, run_id: str) -> bool:
+    """SIGTERM the job first, then everything left of it, SIGKILL after ``grace_s``. True when SIGKILL was needed.
+
+    The job (or the torchrun agent) goes first so that it can stop cleanly: it records ``cancelled``
+    and shuts its DataLoader workers down itself. Were the workers signalled at the same moment, the
+    job could see "DataLoader worker killed by signal" first and record a failure instead.
+    """
+    end = time.monotonic() + max(0.0, grace_s)
+    if job.leader_alive():
+        job.signal(signal.SIGTERM, run_id, leader_only=True)
         leader_end = min(end, time.monotonic() + max(0.0, grace_s) * 0.7)
-        while time.monotonic() < leader_end and any(p.pid == pgid for p in _group_members(pgid, run)):
+        while time.monotonic() < leader_end and job.leader_alive():
             time.sleep(0.05)
-    if _group_members(pgid, run):
-        _signal_group(pgid, signal.SIGTERM, run_id)
-        while _group_members(pgid, run) and time.monotonic() < end:
+    if job.members():
+        job.signal(signal.SIGTERM, run_id)
+        while job.members() and time.monotonic() < end:
             time.sleep(0.05)
+    if not job.members():
+        return False
+    job.signal(signal.SIGKILL, run_id)
+    end = time.monotonic() + 10.0
+    while job.members() and time.monotonic() < end:
+        time.sleep(0.1)
+    return True
 
 
 def cancel(run_dir: str | os.PathLike, *, grace_s: float = CANCEL_GRACE_S, by: str = "") -> dict:
-    """Stop a queued or running run: SIGTERM to its process group, SIGKILL after ``grace_s``. Returns its status."""
+    """Stop a queued or running run: SIGTERM to the job, then to its whole process group, SIGKILL after
+    ``grace_s`` seconds. The run ends ``cancelled``. Returns its status."""
     run_dir = _checked_run_dir(run_dir)
     with _run_lock(run_dir) as held:
         if not held:
@@ -570,27 +641,19 @@ def cancel(run_dir: str | os.PathLike, *, grace_s: float = CANCEL_GRACE_S, by: s
         if host and host != socket.gethostname():
             raise RunError(f"run {run_dir.name} runs on host {host}; cancel it there "
                            f"(python -m lib.runs cancel {run_dir.name})")
-        deadline = time.monotonic() + min(5.0, LAUNCH_GRACE_S)
+        deadline = time.monotonic() + 5.0
         while not queue.run_processes(run, status) and time.monotonic() < deadline:
             time.sleep(0.1)  # a launch in progress: wait for its pid
             run = read_run_info(run_dir)
-        pgid = run.get("pgid") or run.get("launch_pid")
-        killed = False
-        if isinstance(pgid, int) and pgid > 0 and _group_members(pgid, run):
-            _stop_group(pgid, run, grace_s, run_dir.name)
-            killed = bool(_group_members(pgid, run))
-            if killed:
-                _signal_group(pgid, signal.SIGKILL, run_dir.name)
-                end = time.monotonic() + 10.0
-                while _group_members(pgid, run) and time.monotonic() < end:
-                    time.sleep(0.1)
+        job = _JobProcesses(run)
+        killed = _stop(job, grace_s, run_dir.name) if job.members() else False
         now = time.time()
         fresh = rundir.read_status(run_dir)
         if fresh.get("state") in rundir.ACTIVE_STATES:
             how = (f"stopped with SIGKILL after it ignored SIGTERM for {grace_s:g} s" if killed
                    else "stopped before it could record it")
-            rundir.update_status(run_dir, state="cancelled", finished_at=now, exit_code=-signal.SIGKILL if killed
-                                 else None, queue_position=None, error={
+            rundir.update_status(run_dir, state="cancelled", finished_at=now,
+                                 exit_code=-signal.SIGKILL if killed else None, queue_position=None, error={
                                      "type": "Cancelled", "message": f"cancelled by request ({how})",
                                      "hint": "resume it to continue from the newest checkpoint"})
         if by:

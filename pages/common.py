@@ -48,6 +48,28 @@ def current_user() -> str:
     return str(st.session_state.get(OWNER_KEY, "") or "").strip()
 
 
+_MD_SPECIAL = "\\`*_{}[]()#+-.!|<>~$:"
+
+
+def plain(text: object) -> str:
+    """Text made safe for Streamlit's markdown: every markdown character escaped, so names, reviews and
+    error messages that contain links, images or tags are shown literally."""
+    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in str(text))
+
+
 def show_lab_error(exc: Exception) -> None:
     """Show a LabError's message as plain text (never markdown/HTML from user data)."""
-    st.error(str(exc), icon=":material/error:")
+    st.error(plain(exc), icon=":material/error:")
+
+
+def latest_runs(limit: int = 5) -> list[dict]:
+    """The newest runs as table rows (reconciled against their processes on every call)."""
+    from lib.runs import list_runs
+    rows = []
+    for run in list_runs(runs_dir())[:limit]:
+        acc = run.get("best_eval_accuracy")
+        rows.append({"run": run["id"], "label": run["label"], "owner": run["owner"],
+                     "state": run.get("display_state") or run["state"], "progress": run.get("progress") or 0.0,
+                     "model": run["model"], "dataset": run["dataset"],
+                     "best accuracy": None if acc is None else round(float(acc), 4)})
+    return rows

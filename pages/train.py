@@ -6,8 +6,8 @@ through ``lib.runs``; this page only draws the form and the run table.
 """
 from __future__ import annotations
 
-import json
 import os
+import re
 import secrets
 import shlex
 import time
@@ -25,6 +25,14 @@ REFRESH_S = 2.0                  # the run table refreshes itself this often
 UPLOAD_TYPES = ["csv", "tsv", "jsonl", "ndjson", "json", "parquet", "pq"]
 ALWAYS_OPEN = ("Run", "Data", "Model", "Schedule")
 BOOL_WORDS = {True: "on", False: "off", "auto": "auto"}
+
+
+def _plain(text) -> str:
+    """Text from users or runs, escaped so that Streamlit's markdown shows it as typed (no links, images, math)."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:])", r"\\\1", str(text))
+
+
+plain = getattr(common, "plain", None) or _plain
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -148,7 +156,7 @@ def field_widget(name: str, errors: dict[str, str], *, disabled: bool = False) -
         placeholder = "empty = none" if _optional(name) else ""
         st.text_input(label, key=key, help=help_text, disabled=disabled, placeholder=placeholder, max_chars=500)
     if name in errors:
-        st.error(errors[name], icon=":material/error:")
+        st.error(plain(errors[name]), icon=":material/error:")
 
 
 def upload_section(errors: dict[str, str], disabled: bool) -> None:
@@ -167,19 +175,19 @@ def upload_section(errors: dict[str, str], disabled: bool) -> None:
         try:
             entry = {"path": str(store_upload(uploaded, limit)), "name": uploaded.name}
         except LabError as exc:
-            st.error(str(exc), icon=":material/error:")
+            st.error(plain(exc), icon=":material/error:")
             return
         saved[uploaded.file_id] = entry
     path = Path(entry["path"])
     try:
         table = labdata.read_table(path)
     except LabError as exc:
-        st.error(str(exc), icon=":material/error:")
+        st.error(plain(exc), icon=":material/error:")
         return
     except Exception as exc:  # noqa: BLE001 - a file we cannot parse at all
-        st.error(f"Could not read {entry['name']}: {type(exc).__name__}: {exc}", icon=":material/error:")
+        st.error(plain(f"Could not read {entry['name']}: {type(exc).__name__}: {exc}"), icon=":material/error:")
         return
-    st.caption(f"{len(table):,} rows, columns: {', '.join(map(str, table.columns))}")
+    st.caption(plain(f"{len(table):,} rows, columns: {', '.join(map(str, table.columns))}"))
     st.dataframe(table.head(20), hide_index=True, key="tr_upload_preview")
     columns = [str(c) for c in table.columns]
     if not columns:
@@ -201,7 +209,7 @@ def upload_section(errors: dict[str, str], disabled: bool) -> None:
         if not ok:
             st.error("The text and label columns must differ.")
     except LabError as exc:
-        st.error(str(exc), icon=":material/error:")
+        st.error(plain(exc), icon=":material/error:")
         ok = False
     st.button("Use this file for training", key="tr_use_upload", disabled=disabled or not ok,
               on_click=_use_upload, args=(str(path), text_col, label_col), icon=":material/check:")
@@ -259,9 +267,9 @@ def preview(config: TrainConfig) -> None:
         from lib import steps
     except ImportError:
         steps = None
-    cols = st.columns(6)
-    cols[0].metric("Training reviews", f"{n:,}")
-    cols[1].metric("Effective batch", f"{config.effective_batch_size:,}",
+    row1, row2 = st.columns(4), st.columns(4)
+    row1[0].metric("Training reviews", f"{n:,}")
+    row1[1].metric("Effective batch", f"{config.effective_batch_size:,}",
                    help="per-device batch × processes × machines × gradient accumulation")
     if steps is None:
         st.caption("The step preview is not available in this installation.")
@@ -269,11 +277,12 @@ def preview(config: TrainConfig) -> None:
         try:
             schedule = steps.schedule_for_config(config, n)
             plan = schedule.plan
-            cols[2].metric("Steps per epoch", f"{plan.steps_per_epoch:,}")
-            cols[3].metric("Optimizer steps", f"{plan.total_steps:,}")
-            cols[4].metric("Log / eval / save", " / ".join(str(len(schedule.steps_of(k)))
-                                                           for k in ("log", "eval", "save")))
-            cols[5].metric("Checkpoints kept", f"{len(schedule.surviving)}",
+            row1[2].metric("Steps per epoch", f"{plan.steps_per_epoch:,}")
+            row1[3].metric("Optimizer steps", f"{plan.total_steps:,}", help="in the whole run")
+            row2[0].metric("Log events", f"{len(schedule.steps_of('log')):,}")
+            row2[1].metric("Evaluations", f"{len(schedule.steps_of('eval')):,}")
+            row2[2].metric("Checkpoints saved", f"{len(schedule.steps_of('save')):,}")
+            row2[3].metric("Checkpoints kept", f"{len(schedule.surviving):,}",
                            help="checkpoints left on disk at the end (save_total_limit)")
             formula = getattr(plan, "formula", None)
             if formula:
@@ -281,9 +290,9 @@ def preview(config: TrainConfig) -> None:
             for note in getattr(schedule, "notes", []) or []:
                 st.caption(note)
         except LabError as exc:
-            st.warning(str(exc))
+            st.warning(plain(exc))
         except Exception as exc:  # noqa: BLE001 - the preview must never break the form
-            st.warning(f"No step preview for these settings ({type(exc).__name__}: {exc}).")
+            st.warning(plain(f"No step preview for these settings ({type(exc).__name__}: {exc})."))
     argv = runs.job_command(config, Path("<runs-dir>") / "<new-run-id>")
     st.caption("The command the job will run (in its own process, with the settings saved in the run's config.json):")
     st.code(shlex.join(argv), language="bash")
@@ -300,6 +309,8 @@ def _row_state(row: dict) -> str:
     state = row["display_state"]
     if state == "queued" and row.get("queue_position"):
         return f"queued (#{row['queue_position']})"
+    if state == "running" and not row.get("total_steps"):
+        return "running (preparing)"
     return state
 
 
@@ -343,7 +354,8 @@ def run_table_body(user: str, admins: list[str], auth: bool) -> None:
     allowed = (not auth) or runs.can_manage(run_dir, user, admins)
     why = "" if allowed else f"Only the owner ({row['owner'] or 'unknown'}) or an admin can do this."
     if row["error"]:
-        st.error(f"{row['error'].get('message', '')}\n\n{row['error'].get('hint', '')}".strip(), icon=":material/error:")
+        st.error(plain(f"{row['error'].get('message', '')} {row['error'].get('hint', '')}".strip()),
+                 icon=":material/error:")
         if row["error"].get("log_tail"):
             with st.expander("End of the log"):
                 st.code(row["error"]["log_tail"], language=None)
@@ -372,14 +384,14 @@ def run_table_body(user: str, admins: list[str], auth: bool) -> None:
     if pending and pending[1] == selected:
         action, run_id = pending
         verb = {"cancel": "Stop", "delete": "Delete everything of"}[action]
-        st.warning(f"{verb} run {run_id} ({row['label']})?", icon=":material/warning:")
+        st.warning(plain(f"{verb} run {run_id} ({row['label']})?"), icon=":material/warning:")
         y, n = st.columns(2)
         y.button(f"Yes, {action} it", key="tr_confirm_yes", type="primary", on_click=_do,
                  args=(action, run_id, user))
         n.button("No, keep it", key="tr_confirm_no", on_click=_ask, args=(None, None))
     flash = st.session_state.pop("tr_table_flash", None)
     if flash:
-        getattr(st, flash[0])(flash[1])
+        getattr(st, flash[0])(plain(flash[1]))
 
 
 def _ask(action, run_id) -> None:
@@ -440,7 +452,7 @@ def main() -> None:
                 st.login()
         may_launch = runs.can_launch(user, launchers, admins)
         if common.logged_in_user() and not may_launch:
-            st.info(f"You are signed in as {user}, but you are not on this lab's list of people who may launch runs. "
+            st.info(f"You are signed in as {plain(user)}, but you are not on this lab's list of people who may launch runs. "
                     "You can still watch every run.")
     else:
         may_launch = True
@@ -452,7 +464,7 @@ def main() -> None:
         load_into_form(preset("demo"), "preset demo")
     flash = st.session_state.pop("tr_flash", None)
     if flash:
-        getattr(st, flash[0])(flash[1])
+        getattr(st, flash[0])(plain(flash[1]))
 
     # 1. Where to start from
     st.subheader("Start from")
@@ -473,7 +485,7 @@ def main() -> None:
             st.button("Clone its settings", key="tr_clone_top", on_click=_load_run, icon=":material/content_copy:")
         else:
             st.caption("Earlier runs will show up here to clone.")
-    st.caption(f"The form holds the settings of {st.session_state.get('tr_source', 'preset demo')}.")
+    st.caption(plain(f"The form holds the settings of {st.session_state.get('tr_source', 'preset demo')}."))
 
     # 2. The form (errors from the last check appear under their field)
     config, errors = config_from_form(user)
@@ -497,7 +509,7 @@ def main() -> None:
                     field_widget(field, errors)
     other = {k: v for k, v in errors.items() if k not in field_names()}
     for key, msg in other.items():
-        st.error(f"{key}: {msg}")
+        st.error(plain(f"{key}: {msg}"))
 
     # 3. Preview and launch
     if config is not None:

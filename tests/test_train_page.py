@@ -2,6 +2,7 @@
 and who may launch or manage runs."""
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -42,8 +43,13 @@ def run_table(at: AppTest):
     return found[0]
 
 
+def shown(value: str) -> str:
+    """What a person reads: the page escapes user and run text for markdown."""
+    return re.sub(r"\\(.)", r"\1", value)
+
+
 def errors_text(at: AppTest) -> str:
-    return "\n".join(e.value for e in at.error)
+    return "\n".join(shown(e.value) for e in at.error)
 
 
 def test_demo_preset_launches_and_the_run_shows_up_in_the_table(runs_dir):
@@ -60,6 +66,7 @@ def test_demo_preset_launches_and_the_run_shows_up_in_the_table(runs_dir):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Training reviews"] == "32" and metrics["Steps per epoch"] == "2"  # 32 / batch 16
     assert metrics["Optimizer steps"] == "2" and metrics["Effective batch"] == "16"
+    assert metrics["Evaluations"] == "1" and metrics["Checkpoints saved"] == "1"  # eval and save every epoch
     assert any("-m lib.train --run-dir" in c.value for c in at.code)
     assert at.button(key="tr_launch").disabled is False
 
@@ -68,7 +75,7 @@ def test_demo_preset_launches_and_the_run_shows_up_in_the_table(runs_dir):
     made = list(rundir.iter_run_dirs(runs_dir))
     assert len(made) == 1
     run_id = made[0].name
-    assert any(run_id in s.value for s in at.success)
+    assert any(run_id in shown(s.value) for s in at.success)
     table = run_table(at)
     assert list(table["run"]) == [run_id] and list(table["owner"]) == ["tester"]
     assert table["state"][0].startswith(("queued", "running"))
@@ -97,7 +104,7 @@ def test_bad_values_are_shown_next_to_their_field_and_block_launch(runs_dir):
     text = errors_text(at)
     assert "learning_rate must be a number" in text and "max_eval_samples must be a positive integer" in text
     assert at.button(key="tr_launch").disabled
-    assert not list(rundir.iter_run_dirs(runs_dir)) if runs_dir.exists() else True
+    assert not list(rundir.iter_run_dirs(runs_dir))
 
 
 def test_an_unreachable_hub_model_is_flagged_before_any_process_starts(runs_dir, tmp_path, monkeypatch):
@@ -164,3 +171,27 @@ def test_with_sign_in_only_listed_people_launch_and_only_owners_or_admins_manage
     at.button(key="tr_delete").click().run()
     at.button(key="tr_confirm_yes").click().run()
     assert not at.exception and not finished.exists()
+
+
+def test_run_names_are_shown_as_text_never_as_markdown(runs_dir):
+    name = "![pixel](http://evil.example/p.png) :red[$x$] <script>alert(1)</script>"
+    run_dir = runs.create_run(runs_dir, preset("demo", run_name=name, owner="tester"))
+    rundir.update_status(run_dir, state="failed", error={"type": "X", "message": f"bad {name}", "hint": ""})
+    at = page()
+    assert run_table(at)["label"][0] == name  # the table shows plain text
+    at.button(key="tr_delete").click().run()
+    warning = [w.value for w in at.warning if "Delete everything" in shown(w.value)][0]
+    assert name in shown(warning) and "![pixel](" not in warning and ":red[" not in warning
+    assert any(name in shown(e.value) and "<script>" not in e.value for e in at.error)
+    at.button(key="tr_confirm_yes").click().run()
+    assert not run_dir.exists()
+
+
+def test_inside_the_app_each_run_links_to_the_runs_page_with_its_id(runs_dir):
+    run_dir = runs.create_run(runs_dir, preset("demo", owner="tester"))
+    rundir.update_status(run_dir, state="finished")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception, at.exception
+    links = [(link.proto.page, link.proto.query_string) for link in at.get("page_link")]
+    assert ("runs", f"run={run_dir.name}") in links
