@@ -105,6 +105,26 @@ def _load_run(run_id: str | None = None) -> None:
                                             "like and launch it as a new run.")
 
 
+DATA_FIELDS = ("dataset", "test_file", "text_column", "label_column", "label_names", "eval_fraction",
+               "max_train_samples", "max_eval_samples", "strip_html", "seed", "max_length")
+
+
+def _load_distill(run_id: str | None = None) -> None:
+    """Fill the form with a distillation of a finished run: same data and eval split, a smaller student."""
+    run_id = run_id or st.session_state.get("tr_distill_pick")
+    try:
+        teacher = runs.load_config(runs.run_path(common.runs_dir(), run_id))
+        config = preset("distill", teacher=run_id, run_name=f"student of {teacher.label}"[:200],
+                        **{name: getattr(teacher, name) for name in DATA_FIELDS})
+    except LabError as exc:
+        st.session_state["tr_flash"] = ("error", str(exc))
+        return
+    load_into_form(config, f"a distillation of run {run_id}")
+    st.session_state["tr_flash"] = ("info", f"The form now distils run {run_id} into a {config.student_layers}-layer "
+                                            "student on the same data. Launch it, then compare teacher and "
+                                            "student on the Runs page.")
+
+
 def form_values() -> dict:
     return {name: st.session_state.get(KEY + name) for name in field_names()}
 
@@ -483,6 +503,14 @@ def main() -> None:
             st.selectbox("Or clone an earlier run", list(labels), key="tr_clone_pick",
                          format_func=lambda i: labels.get(i, i))
             st.button("Clone its settings", key="tr_clone_top", on_click=_load_run, icon=":material/content_copy:")
+            finished = {r["id"]: labels[r["id"]] for r in earlier if r["state"] == "finished"}
+            if finished:
+                if st.session_state.get("tr_distill_pick") not in finished:
+                    st.session_state.pop("tr_distill_pick", None)
+                st.selectbox("Or distil from run", list(finished), key="tr_distill_pick",
+                             format_func=lambda i: finished.get(i, i),
+                             help="Train a smaller, faster student that imitates this finished run (the teacher).")
+                st.button("Distil it", key="tr_distill_top", on_click=_load_distill, icon=":material/compress:")
         else:
             st.caption("Earlier runs will show up here to clone.")
     st.caption(plain(f"The form holds the settings of {st.session_state.get('tr_source', 'preset demo')}."))

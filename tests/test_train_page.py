@@ -195,3 +195,17 @@ def test_inside_the_app_each_run_links_to_the_runs_page_with_its_id(runs_dir):
     assert not at.exception, at.exception
     links = [(link.proto.page, link.proto.query_string) for link in at.get("page_link")]
     assert ("runs", f"run={run_dir.name}") in links
+
+
+def test_distil_from_a_finished_run_fills_the_form_with_the_teachers_data(runs_dir):
+    teacher = runs.create_run(runs_dir, preset("demo", model="tiny-bert", max_train_samples=40, seed=7,
+                                               run_name="teacher run"))
+    rundir.update_status(teacher, state="finished")
+    at = page()
+    at.selectbox(key="tr_distill_pick").set_value(teacher.name)
+    at.button(key="tr_distill_top").click().run()
+    assert not at.exception
+    assert at.text_input(key="tr_teacher").value == teacher.name
+    assert at.text_input(key="tr_max_train_samples").value == "40"  # same data as the teacher
+    assert at.selectbox(key="tr_task").value == "distill"
+    assert any("distils run" in shown(i.value) for i in at.info)
