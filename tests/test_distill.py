@@ -78,6 +78,19 @@ def test_tiny_distillation_run_exports_a_smaller_working_model(tmp_path):
     clf = pipeline("text-classification", model=str(run_dir / rundir.MODEL))
     assert clf("A lovely film.")[0]["label"] in ("NEGATIVE", "POSITIVE")
     assert clf.model.config.num_hidden_layers == 1
+    # Teacher vs student, as the Runs page shows them.
+    from lib import compare
+    teacher_dir = compare.teacher_of(run_dir)
+    assert teacher_dir.name == teacher_id
+    report = compare.quality_and_size(teacher_dir, run_dir)
+    assert report["same_eval_split"] and report["eval_size"] == 24
+    assert 0.0 <= report["agreement"] <= 1.0
+    assert report["teacher"]["layers"] == 2 and report["student"]["layers"] == 1
+    assert report["student"]["parameters"] < report["teacher"]["parameters"]
+    assert report["student"]["size_mb"] < report["teacher"]["size_mb"]
+    speed = compare.speed_side_by_side(teacher_dir, run_dir, ["good film", "a dull and tedious mess"] * 4, rounds=1)
+    assert speed["student"]["reviews_per_s"] > 0 and speed["teacher"]["latency_p50_ms"] > 0
+    assert "throughput_ratio" in speed
     # A teacher that is not a finished run is refused with a clear message.
     bad = subprocess.run([sys.executable, "-m", "lib.train", "--preset", "distill", "--set",
                           "teacher=20990101-000000-abcdef", *common], cwd=ROOT, capture_output=True, text=True,
