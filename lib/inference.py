@@ -234,19 +234,20 @@ class Predictor:
                 results[i] = {"label": None, "label_id": None, "scores": {}, "confidence": None,
                               "truncated": False, "tokens": 0, "note": "empty text"}
         batch_size = max(1, int(batch_size))
-        with self._lock:
+        with self._lock:  # the tokenizer and the model are shared between threads: one user at a time
             items, truncated = self._encode([texts[i] for i in todo], self.max_length) if todo else ([], [])
-            order = sorted(range(len(todo)), key=lambda k: len(items[k]["input_ids"]))  # less padding
-            for start in range(0, len(order), batch_size):
-                chunk = order[start:start + batch_size]
+        order = sorted(range(len(todo)), key=lambda k: len(items[k]["input_ids"]))  # similar lengths: less padding
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            with self._lock:  # batch by batch, so a big batch job does not starve a quick tryout
                 probs = self._forward([items[k] for k in chunk])
-                for k, p in zip(chunk, probs):
-                    best = max(range(len(p)), key=p.__getitem__)
-                    results[todo[k]] = {
-                        "label": self.label_names[best], "label_id": best,
-                        "scores": {self.label_names[j]: p[j] for j in range(len(p))},
-                        "confidence": p[best], "truncated": truncated[k],
-                        "tokens": len(items[k]["input_ids"])}
+            for k, p in zip(chunk, probs):
+                best = max(range(len(p)), key=p.__getitem__)
+                results[todo[k]] = {
+                    "label": self.label_names[best], "label_id": best,
+                    "scores": {self.label_names[j]: p[j] for j in range(len(p))},
+                    "confidence": p[best], "truncated": truncated[k],
+                    "tokens": len(items[k]["input_ids"])}
         return results  # type: ignore[return-value]
 
     def predict_one(self, text: str) -> dict:
@@ -309,10 +310,11 @@ class Predictor:
                     for pos in positions:
                         v["input_ids"][pos] = mask_id
                 variants.append(v)
-            drops: list[float] = []
-            for start in range(0, len(variants), batch_size):
-                for p in self._forward(variants[start:start + batch_size]):
-                    drops.append(base[pred] - p[pred])
+        drops: list[float] = []
+        for start in range(0, len(variants), batch_size):
+            with self._lock:  # one batch at a time: other people's predictions get their turn in between
+                probs = self._forward(variants[start:start + batch_size])
+            drops.extend(base[pred] - p[pred] for p in probs)
         spans = []
         for u, (unit, score) in enumerate(zip(units, drops)):
             for positions in unit:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -53,13 +54,15 @@ class _Entry:
 
 _CACHE: dict[str, _Entry] = {}
 _CACHE_LOCK = threading.Lock()
-_MAX_CACHED_FILES = 512
+_MAX_CACHED_FILES = 512     # metrics files: a few MB each even at 10,000 lines
+_BIG_CACHE: dict[str, _Entry] = {}
+_MAX_BIG_FILES = 4          # eval predictions hold every review's text: keep only the latest few
 _versions = iter(range(1, 1 << 62))
 
 
 def _parse_lines(chunk: bytes) -> list[dict]:
     """JSON objects from complete lines; corrupt lines and non-objects are skipped."""
-    if not chunk.strip():
+    if not chunk or chunk.isspace():
         return []
     body = b"[" + chunk.rstrip(b"\n").replace(b"\n", b",") + b"]"  # all lines as one JSON array: fast
     try:
@@ -80,16 +83,19 @@ def _parse_lines(chunk: bytes) -> list[dict]:
     return out
 
 
-def _read_jsonl_entry(path: str | os.PathLike) -> _Entry | None:
+def _read_jsonl_entry(path: str | os.PathLike, big: bool = False) -> _Entry | None:
+    cache, limit = (_BIG_CACHE, _MAX_BIG_FILES) if big else (_CACHE, _MAX_CACHED_FILES)
     key = os.path.abspath(os.fspath(path))
     try:
         st = os.stat(key)
     except OSError:
         with _CACHE_LOCK:
-            _CACHE.pop(key, None)
+            cache.pop(key, None)
         return None
     with _CACHE_LOCK:
-        entry = _CACHE.get(key)
+        entry = cache.pop(key, None)  # re-inserted below: the dict's order is least recently used first
+        if entry is not None:
+            cache[key] = entry
     if entry is not None and (entry.dev, entry.ino) == (st.st_dev, st.st_ino) \
             and entry.size == st.st_size and entry.mtime_ns == st.st_mtime_ns:
         return entry  # unchanged: no read at all
@@ -119,9 +125,10 @@ def _read_jsonl_entry(path: str | os.PathLike) -> _Entry | None:
                    version=next(_versions) if (changed or entry is None) else entry.version,
                    derived={} if (changed or entry is None) else entry.derived)
     with _CACHE_LOCK:
-        if len(_CACHE) >= _MAX_CACHED_FILES and key not in _CACHE:
-            _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = fresh
+        cache.pop(key, None)
+        while len(cache) >= limit:
+            cache.pop(next(iter(cache)))
+        cache[key] = fresh
     return fresh
 
 
@@ -140,9 +147,9 @@ def jsonl_version(path: str | os.PathLike) -> int:
     return entry.version if entry is not None else 0
 
 
-def _derived(path: Path, name: str, build):
+def _derived(path: Path, name: str, build, big: bool = False):
     """Cache ``build(rows)`` alongside the parsed rows of ``path``; rebuilt when the rows change."""
-    entry = _read_jsonl_entry(path)
+    entry = _read_jsonl_entry(path, big)
     if entry is None:
         return build([])
     cached = entry.derived.get(name)
@@ -155,6 +162,9 @@ def _derived(path: Path, name: str, build):
 def clear_cache() -> None:
     with _CACHE_LOCK:
         _CACHE.clear()
+        _BIG_CACHE.clear()
+    _STATE_CACHE.clear()
+    _CONFIG_CACHE.clear()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -172,13 +182,68 @@ def read_baseline(run_dir: str | os.PathLike) -> dict | None:
     return data if isinstance(data, dict) and _num(data.get("accuracy")) is not None else None
 
 
+_STATE_CACHE: dict[str, tuple[int, int, dict | None]] = {}
+
+
 def read_trainer_state(path: str | os.PathLike) -> dict | None:
-    """A checkpoint's trainer_state.json (give the checkpoint folder or the file), or None."""
+    """A checkpoint's trainer_state.json (give the checkpoint folder or the file), or None.
+    Cached by size and modification time (a long run's log history makes it megabytes of JSON)."""
     path = Path(path)
     if path.is_dir():
         path = path / "trainer_state.json"
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    key = str(path)
+    hit = _STATE_CACHE.get(key)
+    if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+        return hit[2]
     data = rundir.read_json(path)
-    return data if isinstance(data, dict) else None
+    data = data if isinstance(data, dict) else None
+    if len(_STATE_CACHE) >= _MAX_CACHED_FILES:
+        _STATE_CACHE.pop(next(iter(_STATE_CACHE)), None)
+    _STATE_CACHE[key] = (st.st_size, st.st_mtime_ns, data)
+    return data
+
+
+_TOP_KEY_RE = {name: re.compile(rb'^  "' + name.encode() + rb'": (.*?),?\r?$', re.MULTILINE)
+               for name in ("best_model_checkpoint", "epoch", "global_step")}
+
+
+def trainer_state_summary(path: str | os.PathLike) -> dict | None:
+    """global_step, epoch, best_model_checkpoint and whether the file is whole, read from the first and
+    last bytes of trainer_state.json only (transformers writes it with sorted keys, so these come
+    before the long log history). Falls back to parsing the whole file for other layouts."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "trainer_state.json"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 64))
+            tail = fh.read()
+    except OSError:
+        return None
+    found = {}
+    for name, rx in _TOP_KEY_RE.items():
+        m = rx.search(head)
+        if m:
+            try:
+                found[name] = json.loads(m.group(1).decode("utf-8", errors="replace"))
+            except ValueError:
+                pass
+    if not isinstance(found.get("global_step"), int):
+        state = read_trainer_state(path)
+        if state is None:
+            return {"complete": False, "global_step": None, "epoch": None, "best_model_checkpoint": None}
+        return {"complete": "global_step" in state, "global_step": state.get("global_step"),
+                "epoch": state.get("epoch"), "best_model_checkpoint": state.get("best_model_checkpoint")}
+    whole = head.lstrip().startswith(b"{") and tail.rstrip().endswith(b"}")
+    return {"complete": whole, "global_step": found["global_step"], "epoch": found.get("epoch"),
+            "best_model_checkpoint": found.get("best_model_checkpoint")}
 
 
 def log_tail(run_dir: str | os.PathLike, max_bytes: int = 6000) -> str:
@@ -297,11 +362,27 @@ class MetricSeries:
     eval: list[dict]
     save: list[dict]
     end: list[dict]
+    _memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     def column(self, event: str, key: str) -> tuple[list, list]:
         """(rows, values) of ``event`` rows that have a finite number under ``key``."""
-        rows = [r for r in getattr(self, event) if _num(r.get(key)) is not None]
-        return rows, [float(r[key]) for r in rows]
+        rows, values = [], []
+        isfinite = math.isfinite
+        for r in getattr(self, event):
+            v = r.get(key)
+            if (type(v) is float or type(v) is int) and isfinite(v):  # not bool, not NaN/inf
+                rows.append(r)
+                values.append(float(v))
+        return rows, values
+
+    def xy(self, event: str, key: str, axis: str = "step") -> tuple[list, list]:
+        """(x values, y values) of ``key`` in ``event`` rows, as a chart plots them. Memoized: the
+        series is rebuilt whenever metrics.jsonl gains rows, so this never goes stale."""
+        k = (event, key, axis)
+        if k not in self._memo:
+            rows, values = self.column(event, key)
+            self._memo[k] = (x_values(rows, axis), values)
+        return self._memo[k]
 
 
 def _build_series(rows: list[dict]) -> MetricSeries:
@@ -341,10 +422,12 @@ X_AXES = {"step": "step", "epoch": "epoch", "time": "elapsed_s"}
 def x_values(rows: list[dict], axis: str) -> list[float]:
     """The x coordinate of each row: step, epoch, or training time in minutes."""
     key = X_AXES.get(axis, "step")
+    scale = 1 / 60.0 if axis == "time" else 1.0
+    nan, isfinite = float("nan"), math.isfinite
     out = []
     for r in rows:
-        v = _num(r.get(key))
-        out.append((v / 60.0 if axis == "time" else v) if v is not None else float("nan"))
+        v = r.get(key)
+        out.append(v * scale if (type(v) is float or type(v) is int) and isfinite(v) else nan)
     return out
 
 
@@ -568,15 +651,15 @@ def list_checkpoints(run_dir: str | os.PathLike, status: dict | None = None) -> 
     limit = config.get("save_total_limit")
     limit = int(limit) if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
 
-    states: dict[int, dict | None] = {s: read_trainer_state(p) for s, p in folders.items()}
+    states: dict[int, dict | None] = {s: trainer_state_summary(p) for s, p in folders.items()}
     items: list[Checkpoint] = []
     for step in sorted(set(saves) | set(folders)):
         path = folders.get(step, run_dir / rundir.CHECKPOINTS / f"checkpoint-{step}")
         tstate = states.get(step)
         metrics = {k: float(v) for k, v in (evals.get(step) or {}).items()
                    if str(k).startswith("eval_") and _num(v) is not None}
-        if not metrics and tstate:
-            for entry in tstate.get("log_history") or []:
+        if not metrics and tstate and tstate["complete"]:  # not in metrics.jsonl: the checkpoint's own history
+            for entry in (read_trainer_state(path) or {}).get("log_history") or []:
                 if isinstance(entry, dict) and _num(entry.get("step")) == step:
                     metrics.update({k: float(v) for k, v in entry.items()
                                     if str(k).startswith("eval_") and _num(v) is not None})
@@ -584,7 +667,7 @@ def list_checkpoints(run_dir: str | os.PathLike, status: dict | None = None) -> 
         if epoch is None and tstate:
             epoch = _num(tstate.get("epoch"))
         on_disk = step in folders
-        complete = bool(on_disk and tstate and "global_step" in tstate and _has_weights(path))
+        complete = bool(on_disk and tstate and tstate["complete"] and _has_weights(path))
         items.append(Checkpoint(name=f"checkpoint-{step}", step=step, path=path, on_disk=on_disk,
                                 complete=complete, epoch=epoch,
                                 size_bytes=_folder_size(path) if on_disk else 0, metrics=metrics,
@@ -666,7 +749,7 @@ def _predictions_frame(rows: list[dict]):
 def predictions_frame(run_dir: str | os.PathLike):
     """The eval predictions as a DataFrame: index, text, label, pred, confidence (probability of the
     predicted label), p_true, p_pos, correct, words, chars. Empty when the run has none yet."""
-    return _derived(Path(run_dir) / rundir.PREDICTIONS, "frame", _predictions_frame)
+    return _derived(Path(run_dir) / rundir.PREDICTIONS, "frame", _predictions_frame, big=True)
 
 
 def confusion_matrix(df, n_labels: int = 2) -> list[list[int]]:

@@ -442,7 +442,8 @@ def best_eval_accuracy(run_dir: str | os.PathLike) -> float | None:
     if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
         return hit[2]
     best = None
-    for row in rundir.read_jsonl(path):
+    from lib.logs import read_jsonl as read_incrementally  # reads only what was appended since last time
+    for row in read_incrementally(path):
         if row.get("event") == "eval":
             acc = _num(row.get("eval_accuracy"))
             if acc is not None and (best is None or acc > best):

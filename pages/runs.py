@@ -5,8 +5,10 @@ only lays it out.
 """
 from __future__ import annotations
 
+import html
 import json
 import math
+import os
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -15,7 +17,7 @@ import streamlit as st
 from lib import inference, logs
 from lib.errors import LabError
 from lib.rundir import STATES
-from pages.common import current_user, runs_dir, show_lab_error
+from pages.common import current_user, plain, runs_dir, show_lab_error
 
 POLL_S = 2.0
 BATCH_MAX_ROWS = 2000
@@ -24,6 +26,7 @@ STATE_COLORS = {"queued": "blue", "running": "orange", "finished": "green", "fai
 STATE_ICONS = {"queued": ":material/schedule:", "running": ":material/autorenew:", "finished": ":material/check:",
                "failed": ":material/error:", "cancelled": ":material/block:"}
 X_LABELS = {"step": "optimizer step", "epoch": "epoch", "time": "training time (min)"}
+X_SHORT = {"step": "step", "epoch": "epoch", "time": "time"}
 FINAL_KEYS = (("eval_accuracy", "Accuracy"), ("eval_f1", "F1"), ("eval_loss", "Eval loss"),
               ("eval_roc_auc", "ROC-AUC"))
 PALETTE = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880")
@@ -32,9 +35,9 @@ PALETTE = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#F
 # ---------------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------------
-def md(text: object) -> str:
-    """Plain text made safe for a markdown element: every ASCII punctuation mark is escaped."""
-    return "".join("\\" + c if (c.isascii() and not c.isalnum() and not c.isspace()) else c for c in str(text))
+def svg_text(text: object) -> str:
+    """Run data inside a plotly label: plotly understands a few HTML tags there, so escape them."""
+    return html.escape(str(text), quote=True)
 
 
 def fmt(value: float | None, digits: int = 4) -> str:
@@ -63,14 +66,25 @@ def figure(title: str, x_axis: str, y_title: str, log_y: bool = False, height: i
     return fig
 
 
-def mark_saves(fig: go.Figure, series: logs.MetricSeries, x_axis: str) -> None:
+def x_range(prog: logs.Progress | None, x_axis: str) -> list[float] | None:
+    """The whole run on the x axis (so charts line up and show how far training has come)."""
+    if prog is None:
+        return None
+    if x_axis == "step" and prog.total_steps:
+        return [0, prog.total_steps * 1.01]
+    if x_axis == "epoch" and prog.num_epochs:
+        return [0, prog.num_epochs * 1.01]
+    return None
+
+
+def mark_saves(fig: go.Figure, series: logs.MetricSeries, x_axis: str, legend: bool = True) -> None:
     saves = series.save
     if len(saves) > 60:
         saves = saves[:: math.ceil(len(saves) / 60)]
     for x, row in zip(logs.x_values(saves, x_axis), saves):
         if not math.isnan(x):
             fig.add_vline(x=x, line=dict(color="rgba(120,120,120,0.45)", dash="dot", width=1))
-    if saves:  # one legend entry for the markers
+    if saves and legend:  # one legend entry for the markers
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name="checkpoint saved",
                                  line=dict(color="rgba(120,120,120,0.6)", dash="dot")))
 
@@ -109,7 +123,7 @@ if st.session_state.get("runs_pick") not in by_id:
     if wanted in by_id:
         st.session_state["runs_pick"] = wanted
 run_id = st.selectbox("Run (newest first)", list(by_id), key="runs_pick",
-                      format_func=lambda i: f"{by_id[i].label} · {by_id[i].state} · {i}")
+                      format_func=lambda i: f"{by_id[i].label} · {i}")
 if st.query_params.get("run") != run_id:
     st.query_params["run"] = run_id
 run = by_id[run_id]
@@ -117,8 +131,8 @@ config = logs.read_config(run.path)
 label_names = [str(x) for x in (config.get("label_names") or ["NEGATIVE", "POSITIVE"])]
 
 head_l, head_r = st.columns([4, 1], vertical_alignment="center")
-head_l.subheader(md(run.label))
-head_l.caption(md(f"{run.run_id} · model {run.model or '?'} · data {run.dataset or '?'}"
+head_l.subheader(plain(run.label))
+head_l.caption(plain(f"{run.run_id} · model {run.model or '?'} · data {run.dataset or '?'}"
                   + (f" · owner {run.owner}" if run.owner else "")))
 with head_r:
     st.badge(run.state, icon=STATE_ICONS.get(run.state), color=STATE_COLORS.get(run.state, "gray"))
@@ -138,9 +152,9 @@ def render_progress(prog: logs.Progress, status: dict) -> None:
     if prog.state in ("failed", "cancelled") and prog.error:
         message = str(prog.error.get("message") or "the run stopped")
         (st.error if prog.state == "failed" else st.warning)(
-            f"This run {prog.state}: {message}", icon=STATE_ICONS[prog.state])
+            f"This run {prog.state}: {plain(message)}", icon=STATE_ICONS[prog.state])
         if prog.error.get("hint"):
-            st.info(str(prog.error["hint"]), icon=":material/lightbulb:")
+            st.info(plain(prog.error["hint"]), icon=":material/lightbulb:")
     elif prog.state == "failed":
         st.error("This run failed. The log below says why.", icon=":material/error:")
     if prog.stalled and prog.active:
@@ -180,35 +194,39 @@ def render_progress(prog: logs.Progress, status: dict) -> None:
         st.code(tail or "(nothing logged yet)", language=None)
 
 
-def render_charts(series: logs.MetricSeries, x_axis: str, smoothing: float, log_y: bool, key: str) -> None:
+def render_charts(series: logs.MetricSeries, x_axis: str, smoothing: float, log_y: bool, key: str,
+                  prog: logs.Progress | None = None) -> None:
     if not (series.log or series.eval):
         st.info("No metrics logged yet: the first point appears after logging_steps optimizer steps.")
         return
     baseline = logs.read_baseline(run.path)
+    span = x_range(prog, x_axis)
     left, right = st.columns(2)
     with left:
-        rows, loss = series.column("log", "loss")
+        xs, loss = series.xy("log", "loss", x_axis)
         fig = figure("Training loss", x_axis, "loss", log_y)
-        xs = logs.x_values(rows, x_axis)
         rx, ry = thin(xs, loss)
         fig.add_trace(go.Scatter(x=rx, y=ry, mode="lines", name="raw", line=dict(width=1, color="rgba(99,110,250,0.35)")))
         sx, sy = thin(xs, logs.ema(loss, smoothing))
         fig.add_trace(go.Scatter(x=sx, y=sy, mode="lines", name=f"smoothed ({smoothing:.2f})",
                                  line=dict(width=2, color=PALETTE[0])))
         mark_saves(fig, series, x_axis)
+        fig.update_xaxes(range=span)
         show(fig, f"{key}_loss")
     with right:
-        fig = figure("Eval accuracy and F1", x_axis, "score", False)
+        fig = figure("Eval accuracy and F1" + ("" if series.eval else " (no evaluation yet)"), x_axis, "score", False)
+        fig.update_yaxes(range=[0, 1.02])
         for i, (metric, name) in enumerate((("eval_accuracy", "accuracy"), ("eval_f1", "F1"))):
-            rows, vals = series.column("eval", metric)
+            xs, vals = series.xy("eval", metric, x_axis)
             if vals:
-                fig.add_trace(go.Scatter(x=logs.x_values(rows, x_axis), y=vals, mode="lines+markers", name=name,
+                fig.add_trace(go.Scatter(x=xs, y=vals, mode="lines+markers", name=name,
                                          line=dict(color=PALETTE[i + 1])))
         if baseline:
             fig.add_hline(y=float(baseline["accuracy"]), line=dict(color="gray", dash="dash"),
                           annotation_text=f"TF-IDF baseline accuracy {baseline['accuracy']:.3f}",
                           annotation_position="bottom right")
         mark_saves(fig, series, x_axis)
+        fig.update_xaxes(range=span)
         show(fig, f"{key}_evalacc")
     left, mid, right = st.columns(3)
     for col, (event, metric, title, colour) in zip(
@@ -216,12 +234,17 @@ def render_charts(series: logs.MetricSeries, x_axis: str, smoothing: float, log_
                                  ("log", "learning_rate", "Learning rate", PALETTE[4]),
                                  ("log", "grad_norm", "Gradient norm", PALETTE[5]))):
         with col:
-            rows, vals = series.column(event, metric)
+            xs, vals = series.xy(event, metric, x_axis)
+            if not vals:
+                st.caption(f"{title}: nothing logged yet.")
+                continue
             fig = figure(title, x_axis, metric, log_y, height=260)
-            x, y = thin(logs.x_values(rows, x_axis), vals)
+            x, y = thin(xs, vals)
             fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers" if event == "eval" else "lines", name=metric,
                                      line=dict(color=colour)))
-            mark_saves(fig, series, x_axis)
+            mark_saves(fig, series, x_axis, legend=False)
+            fig.update_layout(showlegend=False)
+            fig.update_xaxes(range=span)
             show(fig, f"{key}_{metric}")
 
 
@@ -233,14 +256,14 @@ def training_view(x_axis: str, smoothing: float, log_y: bool, live: bool) -> Non
         if live and prog.terminal:
             st.rerun()  # the run just ended: redraw the page once, without polling
         render_progress(prog, status)
-        render_charts(logs.metric_series(run.path), x_axis, smoothing, log_y, key="train")
+        render_charts(logs.metric_series(run.path), x_axis, smoothing, log_y, key="train", prog=prog)
     view()
 
 
 if is_open(tab_train):
     with tab_train:
         c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
-        x_axis = c1.segmented_control("X axis", list(X_LABELS), format_func=lambda k: X_LABELS[k], default="step",
+        x_axis = c1.segmented_control("X axis", list(X_LABELS), format_func=lambda k: X_SHORT[k], default="step",
                                       required=True, key="runs_x_axis") or "step"
         smoothing = c2.slider("Loss smoothing (EMA)", 0.0, 0.99, 0.6, 0.01, key="runs_smoothing",
                               help="0 = raw values; closer to 1 = smoother (TensorBoard-style exponential "
@@ -267,17 +290,19 @@ if is_open(tab_compare):
             cmp_metric = c1.segmented_control(
                 "Metric", ["loss", "eval_accuracy", "eval_f1", "eval_loss", "learning_rate"], default="loss",
                 required=True, key="cmp_metric") or "loss"
-            cmp_x = c2.selectbox("X axis", list(X_LABELS), format_func=lambda k: X_LABELS[k], key="cmp_x")
+            cmp_x = c2.selectbox("X axis", list(X_LABELS), format_func=lambda k: X_SHORT[k], key="cmp_x")
             event = "eval" if cmp_metric.startswith("eval_") else "log"
-            fig = figure(cmp_metric.replace("_", " "), cmp_x, cmp_metric, False, height=380)
+            title = "training loss (smoothed)" if cmp_metric == "loss" else cmp_metric.replace("_", " ")
+            fig = figure(title, cmp_x, cmp_metric, False, height=380)
+            fig.update_layout(showlegend=True)
             for i, rid in enumerate(picked):
                 series = logs.metric_series(all_by_id[rid].path)
-                rows, vals = series.column(event, cmp_metric)
+                xs, vals = series.xy(event, cmp_metric, cmp_x)
                 if cmp_metric == "loss":
                     vals = logs.ema(vals, 0.6)
-                x, y = thin(logs.x_values(rows, cmp_x), vals)
+                x, y = thin(xs, vals)
                 fig.add_trace(go.Scatter(x=x, y=y, mode="lines" if event == "log" else "lines+markers",
-                                         name=f"{all_by_id[rid].label[:30]} ({rid[-6:]})",
+                                         name=svg_text(f"{all_by_id[rid].label[:30]} ({rid[-6:]})"),
                                          line=dict(color=PALETTE[i % len(PALETTE)])))
             show(fig, "cmp_fig")
 
@@ -320,7 +345,7 @@ if is_open(tab_ckpt):
         else:
             metric_key, greater = logs.best_metric_key(config)
             limit = config.get("save_total_limit")
-            st.caption(md(f"Best by {metric_key} ({'higher' if greater else 'lower'} is better). save_total_limit = "
+            st.caption(plain(f"Best by {metric_key} ({'higher' if greater else 'lower'} is better). save_total_limit = "
                           f"{limit if limit else 'none (all kept)'}"
                           + (", load_best_model_at_end keeps the best." if config.get("load_best_model_at_end")
                              else ".")))
@@ -361,10 +386,10 @@ def render_result(res: dict) -> None:
         "probability": st.column_config.ProgressColumn("probability", min_value=0.0, max_value=1.0, format="%.3f")})
     if expl:
         st.markdown("**Why** (occlusion: hide each word and see how much the prediction drops; green pushes towards "
-                    f"{md(names[-1])}, red towards {md(names[0])})")
+                    f"{plain(names[-1])}, red towards {plain(names[0])})")
         st.html(inference.highlight_html(text, expl, names))
         if expl.get("note"):
-            st.caption(md(expl["note"]))
+            st.caption(plain(expl["note"]))
         top = sorted(expl["spans"], key=lambda s: -abs(s["score"]))[:15]
         if top:
             st.dataframe(pd.DataFrame([{"word": s["text"], "weight": round(s["score"], 5)} for s in top]),
@@ -374,6 +399,10 @@ def render_result(res: dict) -> None:
 if is_open(tab_try):
     with tab_try:
         choices = inference.model_choices(run.path)
+        prev = st.session_state.get("try_model")
+        if isinstance(prev, inference.ModelChoice) and prev not in choices and prev.kind != "base" \
+                and prev.path.startswith(str(run.path) + os.sep):
+            choices.insert(0, prev)  # deleted since it was picked: keep it, so the person sees what happened
         choice = st.selectbox("Model", choices, format_func=lambda c: c.label, key="try_model",
                               help="The run's exported model, one of its checkpoints, or the base model before "
                                    "fine-tuning (its classifier head is untrained: expect coin flips).")
@@ -459,8 +488,8 @@ if is_open(tab_errors):
             left, right = st.columns(2)
             with left:
                 counts = logs.confusion_matrix(df, len(label_names))
-                fig = go.Figure(go.Heatmap(z=counts, x=[f"pred {name_of(i)}" for i in range(len(counts))],
-                                           y=[f"true {name_of(i)}" for i in range(len(counts))],
+                fig = go.Figure(go.Heatmap(z=counts, x=[svg_text(f"pred {name_of(i)}") for i in range(len(counts))],
+                                           y=[svg_text(f"true {name_of(i)}") for i in range(len(counts))],
                                            text=counts, texttemplate="%{text}", colorscale="Blues", showscale=False))
                 fig.update_layout(title="Confusion matrix", height=320, margin=dict(l=10, r=10, t=40, b=10))
                 fig.update_yaxes(autorange="reversed")

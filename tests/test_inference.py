@@ -36,6 +36,19 @@ def train_tiny_run(runs_dir: Path) -> Path:
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
+def shared_tiny_run(tmp_path_factory) -> Path:
+    """One finished tiny run per pytest session, shared read-only by the test files that need one
+    (tests that change a run work on a copy)."""
+    base = tmp_path_factory.getbasetemp() / "shared-tiny-run"
+    marker = base / "RUN_DIR"
+    if marker.is_file() and Path(marker.read_text()).is_dir():
+        return Path(marker.read_text())
+    base.mkdir(exist_ok=True)
+    run = train_tiny_run(base / "runs")
+    marker.write_text(str(run))
+    return run
+
+
 class Boom:
     """Unpickling this creates ``path``: proof that a pickle was loaded."""
 
@@ -55,7 +68,7 @@ def plant_pickles(folder: Path, marker: Path, names=("pytorch_model.bin", "optim
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    return train_tiny_run(tmp_path_factory.mktemp("runs"))
+    return shared_tiny_run(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -140,6 +140,13 @@ def test_ten_thousand_lines(tmp_path):
     series = logs.metric_series(run)
     assert len(series.log) == 10_000 and len(series.eval) == 10 and len(series.save) == 10
     assert logs.metric_series(run) is series  # derived data is cached with the rows
+    xs, ys = series.xy("log", "loss", "time")
+    assert xs[:2] == pytest.approx([0.1 / 60, 0.2 / 60]) and ys[:2] == [1.0, 0.5]  # minutes of training
+    assert series.xy("log", "loss", "time") is series.xy("log", "loss", "time")  # memoized
+    assert series.xy("eval", "eval_accuracy", "epoch")[0] == pytest.approx([float(e) for e in range(1, 11)])
+    with open(run / rundir.METRICS, "a") as fh:  # growth: a new series, never a stale memo
+        fh.write(line(event="log", step=10_001, epoch=10.001, elapsed_s=1000.1, loss=0.0))
+    assert len(logs.metric_series(run).xy("log", "loss", "time")[0]) == 10_001
     assert logs.final_metrics(run, status={})["eval_accuracy"] == 1.0
 
 
@@ -217,15 +224,35 @@ def test_list_runs_newest_first_and_tolerant(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
-def make_checkpoint(run: Path, step: int, *, best: str | None = None, weights: bytes = b"w" * 1000) -> Path:
+def make_checkpoint(run: Path, step: int, *, best: str | None = None, weights: bytes = b"w" * 1000,
+                    compact: bool = False) -> Path:
     ck = run / rundir.CHECKPOINTS / f"checkpoint-{step}"
     ck.mkdir(parents=True)
     (ck / "model.safetensors").write_bytes(weights)
     (ck / "config.json").write_text("{}")
-    state = {"global_step": step, "epoch": step / 10, "best_model_checkpoint": best,
-             "log_history": [{"step": step, "eval_accuracy": 0.1, "eval_loss": 9.0}]}
-    (ck / "trainer_state.json").write_text(json.dumps(state))
+    state = {"global_step": step, "epoch": step / 10, "best_model_checkpoint": best, "best_metric": None,
+             "log_history": [{"step": s, "loss": 0.5} for s in range(1, step)]
+             + [{"step": step, "eval_accuracy": 0.1, "eval_loss": 9.0}]}
+    # as transformers writes it (indent 2, sorted keys), or compact (another writer)
+    text = json.dumps(state) if compact else json.dumps(state, indent=2, sort_keys=True) + "\n"
+    (ck / "trainer_state.json").write_text(text)
     return ck
+
+
+def test_trainer_state_summary_reads_only_the_ends(tmp_path):
+    run = make_run(tmp_path, "20260101-000000-999999")
+    best = str(run / rundir.CHECKPOINTS / "checkpoint-300")
+    ck = make_checkpoint(run, 300, best=best)
+    assert (ck / "trainer_state.json").stat().st_size > 8192  # the summary cannot have parsed it all
+    assert logs.trainer_state_summary(ck) == {"complete": True, "global_step": 300, "epoch": 30.0,
+                                              "best_model_checkpoint": best}
+    text = (ck / "trainer_state.json").read_text()
+    (ck / "trainer_state.json").write_text(text[:len(text) // 2])  # torn inside the log history
+    assert logs.trainer_state_summary(ck)["complete"] is False
+    compact = make_checkpoint(run, 400, compact=True)
+    assert logs.trainer_state_summary(compact) == {"complete": True, "global_step": 400, "epoch": 40.0,
+                                                   "best_model_checkpoint": None}
+    assert logs.trainer_state_summary(run / "missing") is None
 
 
 def checkpoint_run(tmp_path: Path, **config) -> Path:

@@ -3,7 +3,6 @@ save_pretrained folder, batch CSV mode with formula injection neutralised, and b
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import pickle
@@ -30,6 +29,19 @@ def train_tiny_run(runs_dir: Path) -> Path:
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
+def shared_tiny_run(tmp_path_factory) -> Path:
+    """One finished tiny run per pytest session, shared read-only by the test files that need one
+    (tests that change a run work on a copy)."""
+    base = tmp_path_factory.getbasetemp() / "shared-tiny-run"
+    marker = base / "RUN_DIR"
+    if marker.is_file() and Path(marker.read_text()).is_dir():
+        return Path(marker.read_text())
+    base.mkdir(exist_ok=True)
+    run = train_tiny_run(base / "runs")
+    marker.write_text(str(run))
+    return run
+
+
 def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "lib.predict", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
@@ -45,7 +57,7 @@ class Boom:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    return train_tiny_run(tmp_path_factory.mktemp("runs"))
+    return shared_tiny_run(tmp_path_factory)
 
 
 def check_lines(stdout: str, n: int) -> list[dict]:

@@ -3,9 +3,11 @@ run (ETA), the quick tryout (single text, explanation, bad input, batch CSV), a 
 and planted pickles that must never run."""
 from __future__ import annotations
 
+import html
 import json
 import os
 import pickle
+import re
 import shutil
 import socket
 import subprocess
@@ -33,12 +35,24 @@ FAIL_HINT = "try per_device_train_batch_size=4 with gradient_accumulation_steps=
 def train_tiny_run(runs_dir: Path) -> Path:
     cmd = [sys.executable, "-m", "lib.train", "--preset", "demo", "--runs-dir", str(runs_dir),
            "--set", "model=tiny-bert", "--set", "max_train_samples=32", "--set", "max_eval_samples=16",
-           "--set", "num_train_epochs=2", "--set", "logging_steps=1", "--set", "run_name=tiny finished run",
-           "--set", "owner=alice"]
+           "--set", "num_train_epochs=2", "--set", "logging_steps=1"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "LAB_RUNS_DIR": str(runs_dir)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return Path(proc.stdout.strip().splitlines()[-1])
+
+
+def shared_tiny_run(tmp_path_factory) -> Path:
+    """One finished tiny run per pytest session, shared read-only by the test files that need one
+    (tests that change a run work on a copy)."""
+    base = tmp_path_factory.getbasetemp() / "shared-tiny-run"
+    marker = base / "RUN_DIR"
+    if marker.is_file() and Path(marker.read_text()).is_dir():
+        return Path(marker.read_text())
+    base.mkdir(exist_ok=True)
+    run = train_tiny_run(base / "runs")
+    marker.write_text(str(run))
+    return run
 
 
 def write_lines(path: Path, rows: list[dict]) -> None:
@@ -54,8 +68,7 @@ def make_failed_run(runs: Path) -> Path:
         "state": "failed", "step": 3, "total_steps": 30, "epoch": 0.1, "exit_code": 1, "finished_at": 1.0,
         "error": {"type": "OutOfMemoryError", "message": FAIL_MESSAGE, "hint": FAIL_HINT}})
     write_lines(run / rundir.METRICS, [{"event": "log", "step": s, "epoch": s / 30, "elapsed_s": s, "loss": 0.7,
-                                        "learning_rate": 1e-4, "grad_norm": 1.0} for s in (1, 2, 3)]
-                + [{"event": "log", "step": 4, "lo": 1}])
+                                        "learning_rate": 1e-4, "grad_norm": 1.0} for s in (1, 2, 3)])
     (run / rundir.METRICS).write_text((run / rundir.METRICS).read_text() + '{"event": "log", "st')  # torn
     (run / rundir.LOG).write_text("[lab] run started\nTraceback (most recent call last):\nRuntimeError: CUDA oom\n")
     return run
@@ -90,7 +103,7 @@ class Boom:
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
-    return train_tiny_run(tmp_path_factory.mktemp("trained"))
+    return shared_tiny_run(tmp_path_factory)
 
 
 @pytest.fixture()
@@ -114,13 +127,37 @@ def page(run_id: str | None = None, tab: str | None = None) -> AppTest:
     return at.run()
 
 
+def shown(markdown: str) -> str:
+    """What a markdown element shows: run data is escaped with backslashes (pages.common.plain)."""
+    return re.sub(r"\\(.)", r"\1", str(markdown))
+
+
 def texts(at: AppTest) -> str:
     """Everything the page says, as one string (errors, infos, markdown, captions, metrics, code)."""
     parts = []
-    for kind in ("error", "warning", "info", "success", "markdown", "caption", "code", "subheader"):
-        parts += [str(e.value) for e in getattr(at, kind)]
+    for kind in ("error", "warning", "info", "success", "markdown", "caption", "subheader"):
+        parts += [shown(e.value) for e in getattr(at, kind)]
+    parts += [str(e.value) for e in at.code]
     parts += [f"{m.label}={m.value}" for m in at.metric]
     return "\n".join(parts)
+
+
+def frame(at: AppTest, column: str, last: bool = False):
+    """The (first or last) table on the page that has ``column``."""
+    found = [d.value for d in at.dataframe if column in d.value.columns]
+    assert found, f"no table with a {column!r} column"
+    return found[-1] if last else found[0]
+
+
+def element_types(node) -> list[str]:
+    """The types of the elements under ``node``, in page order."""
+    out = []
+    for child in node.children.values():
+        if hasattr(child, "children") and isinstance(child.children, dict):
+            out += element_types(child)
+        else:
+            out.append(child.type)
+    return out
 
 
 def test_no_runs_yet(tmp_path, monkeypatch):
@@ -143,7 +180,7 @@ def test_finished_run_every_tab(runs, finished_run):
     assert metrics["TF-IDF baseline accuracy"] == f"{baseline['accuracy']:.4f}"
     assert metrics["ETA"] == "–"
     assert not at.error
-    assert "tiny finished run" in texts(at)
+    assert json.loads((finished_run / rundir.CONFIG).read_text())["run_name"] in texts(at)
     assert "[lab] run" in texts(at)  # the log tail
 
     for tab in TABS[1:]:
@@ -152,7 +189,7 @@ def test_finished_run_every_tab(runs, finished_run):
         assert not at.exception, (tab, at.exception)
         assert not at.error, (tab, [e.value for e in at.error])
         if tab == "Checkpoints":
-            table = at.dataframe(key="ckpt_table").value
+            table = frame(at, "checkpoint")
             on_disk = sorted(p.name for p in (finished_run / "checkpoints").iterdir())
             assert sorted(table["checkpoint"]) == on_disk
             assert table["best"].tolist().count("★") == 1
@@ -161,17 +198,17 @@ def test_finished_run_every_tab(runs, finished_run):
             preds = [json.loads(x) for x in (finished_run / rundir.PREDICTIONS).read_text().splitlines()]
             wrong = sum(p["label"] != p["pred"] for p in preds)
             assert f"{len(preds):,} evaluation reviews, {wrong:,} wrong" in texts(at)
-            assert at.dataframe(key="err_browse").value.shape[0] == len(preds)
+            assert frame(at, "review", last=True).shape[0] == len(preds)
             at.toggle(key="err_only_wrong").set_value(True).run()
-            assert at.dataframe(key="err_browse").value.shape[0] == wrong
+            assert frame(at, "review", last=True).shape[0] == wrong
         if tab == "Compare":
-            final = at.dataframe(key="cmp_final").value
+            final = frame(at, "TF-IDF accuracy")
             assert final["Accuracy"].tolist() == [pytest.approx(status["final_metrics"]["eval_accuracy"])]
             # compare with the failed run: the configs differ in model and owner
             at.multiselect(key="cmp_runs").set_value([finished_run.name, FAILED_ID]).run()
             assert not at.exception
             at.toggle(key="cmp_only_diff").set_value(True).run()
-            fields = at.dataframe(key="cmp_configs").value.data["field"].tolist()
+            fields = frame(at, "field")["field"].tolist()
             assert "model" in fields and "owner" in fields and "dataset" not in fields
 
 
@@ -179,16 +216,16 @@ def test_failed_run_shows_its_error_first(runs):
     at = page(FAILED_ID)
     assert not at.exception
     assert at.selectbox(key="runs_pick").value == FAILED_ID
-    assert FAIL_MESSAGE in at.error[0].value
-    assert any(FAIL_HINT in i.value for i in at.info)
+    assert FAIL_MESSAGE in shown(at.error[0].value)
+    assert any(FAIL_HINT in shown(i.value) for i in at.info)
     assert "RuntimeError: CUDA oom" in texts(at)
     # the error comes before the progress bar and the metrics in the Training tab
-    tab = at.tabs[0]
-    kinds = [type(e).__name__ for e in tab]
-    assert kinds.index("Alert") < kinds.index("Metric")  # noqa - "Alert" is error/info/warning
+    kinds = element_types(at.tabs[0])
+    assert kinds.index("error") < kinds.index("progress") < kinds.index("metric")
     assert {m.label: m.value for m in at.metric}["Step"] == "3 / 30"
     # a run name with markup is shown as text
-    assert "doomed \\<b\\>run\\</b\\>" in texts(at)
+    heading = at.subheader[0].value
+    assert shown(heading) == "doomed <b>run</b>" and "<b>" not in heading  # escaped: shown, never rendered
 
 
 def test_running_run_has_progress_and_eta(runs):
@@ -221,22 +258,25 @@ def test_tryout_single_text(runs, finished_run):
     assert not at.exception
     at.button(key="try_example_0").click().run()
     assert at.text_area(key="try_text").value.startswith("A warm")
-    at.text_area(key="try_text").set_value("<script>alert('x')</script> A <b>lovely</b> film 😀")
+    review = "<script>alert('x')</script> A <b>lovely</b> film 😀"
+    at.text_area(key="try_text").set_value(review)
     at.button(key="FormSubmitter:try_form-Classify").click().run()
     assert not at.exception and not at.error
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Prediction"] in ("NEGATIVE", "POSITIVE")
     assert metrics["Latency"].endswith(" ms")
-    probs = at.dataframe(key="try_probs").value
+    probs = frame(at, "probability")
     assert sorted(probs["label"]) == ["NEGATIVE", "POSITIVE"]
     assert probs["probability"].sum() == pytest.approx(1.0)
-    shown = at.html[0].value
-    assert "<script" not in shown and "<b>" not in shown and "&lt;" in shown
+    markup = at.html[0].value
+    assert "<script" not in markup and "<b>" not in markup
+    visible = re.sub(r"<span [^>]*>|</span>", "", re.sub(r"^<div[^>]*>|</div>$", "", markup))
+    assert visible == html.escape(review)  # the whole review, as escaped text
     # empty text: a clear message, no result
     at.text_area(key="try_text").set_value("   ")
     at.button(key="FormSubmitter:try_form-Classify").click().run()
     assert not at.exception
-    assert "empty" in at.error[0].value
+    assert "empty" in shown(at.error[0].value)
     assert not any(m.label == "Prediction" for m in at.metric)
 
 
@@ -250,7 +290,7 @@ def test_tryout_deleted_checkpoint(runs, finished_run):
     at.text_area(key="try_text").set_value("A fine film.")
     at.button(key="FormSubmitter:try_form-Classify").click().run()
     assert not at.exception
-    assert "no longer exists" in at.error[0].value
+    assert "no longer exists" in shown(at.error[0].value)
 
 
 def test_tryout_batch_csv(runs, finished_run):
@@ -268,7 +308,7 @@ def test_tryout_batch_csv(runs, finished_run):
     # a broken upload: a clear message
     at.file_uploader(key="try_upload").set_value(("bad.csv", b"\x00\x01binary\x02", "text/csv")).run()
     assert not at.exception
-    assert "binary" in at.error[0].value
+    assert "binary" in shown(at.error[0].value)
 
 
 def test_planted_pickles_never_run(runs, finished_run, tmp_path):
@@ -284,6 +324,8 @@ def test_planted_pickles_never_run(runs, finished_run, tmp_path):
         at.session_state["runs_tab"] = tab
         at.run()
         assert not at.exception
+    at.session_state["runs_tab"] = "Try it"
+    at.run()
     for i in range(len(at.selectbox(key="try_model").options)):
         at.selectbox(key="try_model").select_index(i).run()
         at.text_area(key="try_text").set_value("A fine film.")
