@@ -9,12 +9,13 @@ import html
 import json
 import math
 import os
+from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from lib import inference, logs
+from lib import compare, inference, logs
 from lib.errors import LabError
 from lib.rundir import STATES
 from pages.common import current_user, plain, runs_dir, show_lab_error
@@ -279,8 +280,48 @@ def table_value(v: object) -> str:
     return v if isinstance(v, str) else json.dumps(v)
 
 
+def teacher_student_view(student_dir: Path) -> None:
+    """A distilled run next to its teacher: quality on the same eval split, size, and measured speed."""
+    try:
+        teacher_dir = compare.teacher_of(student_dir)
+        report = compare.quality_and_size(teacher_dir, student_dir)
+    except LabError as exc:
+        st.info(plain(f"Teacher and student cannot be compared yet: {exc}"))
+        return
+    st.markdown(f"**Teacher → student** · teacher run {plain(teacher_dir.name)}")
+    rows = []
+    for name in ("teacher", "student"):
+        r = report[name]
+        rows.append({"model": name, "layers": r.get("layers"), "parameters": r.get("parameters"),
+                     "size (MB)": r.get("size_mb"), "accuracy": r.get("accuracy"), "F1": r.get("f1")})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, key="ts_table")
+    c1, c2 = st.columns(2)
+    if report.get("agreement") is not None:
+        c1.metric("Agreement with the teacher", f"{report['agreement']:.1%}")
+    if report.get("accuracy_kept") is not None:
+        c2.metric("Accuracy kept", f"{report['accuracy_kept']:.1%}")
+    if not report["same_eval_split"]:
+        st.warning("The two runs were evaluated on different reviews, so agreement is not shown.")
+    key = f"ts_speed_{student_dir.name}"
+    if st.button("Measure speed side by side", key="ts_measure", icon=":material/speed:",
+                 help="Loads both models and times single reviews and a batch, alternating between them."):
+        texts = [p["text"] for p in logs.predictions_frame(student_dir).to_dict("records")][:64] or ["A fine film."]
+        with st.spinner("Timing teacher and student…"):
+            st.session_state[key] = compare.speed_side_by_side(teacher_dir, student_dir, texts)
+    speed = st.session_state.get(key)
+    if speed:
+        st.dataframe(pd.DataFrame([{"model": n, **speed[n]} for n in ("teacher", "student")]), hide_index=True,
+                     key="ts_speed_table")
+        if speed.get("throughput_ratio"):
+            st.caption(f"The student classifies {speed['throughput_ratio']:.2f}× as many reviews per second in batches, "
+                       f"with {speed.get('latency_ratio', 0):.2f}× lower single-review latency.")
+    st.divider()
+
+
 if is_open(tab_compare):
     with tab_compare:
+        if config.get("task") == "distill" and run.state == "finished":
+            teacher_student_view(Path(run.path))
         picked = st.multiselect("Runs to overlay", list(all_by_id), default=[run_id], max_selections=8,
                                 format_func=lambda i: f"{all_by_id[i].label} · {i}", key="cmp_runs")
         if not picked:

@@ -333,3 +333,20 @@ def test_planted_pickles_never_run(runs, finished_run, tmp_path):
         assert not at.exception and not at.error
         assert any(m.label == "Prediction" for m in at.metric)
     assert not marker.exists()
+
+
+def test_distilled_run_is_compared_with_its_teacher(runs, finished_run):
+    student = runs / "20990101-000000-5700de"
+    shutil.copytree(finished_run, student)
+    config = json.loads((student / rundir.CONFIG).read_text())
+    config.update(task="distill", teacher=finished_run.name, run_name="the student")
+    (student / rundir.CONFIG).write_text(json.dumps(config))
+    at = page(student.name, tab="Compare")
+    assert not at.exception and not at.error
+    table = frame(at, "layers")
+    assert table["model"].tolist() == ["teacher", "student"]
+    assert "Agreement with the teacher=100.0%" in texts(at)  # same weights, same predictions
+    at.button(key="ts_measure").click().run()
+    assert not at.exception
+    speed = frame(at, "reviews_per_s")
+    assert (speed["reviews_per_s"] > 0).all() and (speed["latency_p50_ms"] > 0).all()
