@@ -14,6 +14,27 @@ from lib.rundir import default_runs_dir
 OWNER_KEY = "lab_owner"
 
 
+def _leave_legacy_multipage_mode() -> None:
+    """Make the first page view of a fresh server go through app.py.
+
+    Streamlit treats a folder called ``pages/`` as a legacy (v1) multipage app until the entry point
+    has called ``st.navigation`` once. So the very first visit after a (re)start to a bookmarked
+    address such as ``/runs`` would run ``pages/runs.py`` on its own, without app.py's router and
+    sidebar. Every page imports this module: when that happens, switch the mode off and rerun, so
+    app.py runs and routes to the page that was asked for.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # pragma: no cover - another Streamlit layout
+        return
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+_leave_legacy_multipage_mode()
+
+
 def runs_dir() -> Path:
     """The shared runs directory: ``$LAB_RUNS_DIR`` or ./runs (created on first use)."""
     path = default_runs_dir()
