@@ -169,7 +169,6 @@ class Predictor:
                 raise ModelError(_missing_message(Path(self.source))) from None
             raise ModelError(f"could not load a sentiment model from {self.source}: {exc}") from None
         self.model.eval()
-        print(f"[lab] loaded model for predictions: {self.description}", flush=True)  # servers log each load
         cfg = self.model.config
         id2label = getattr(cfg, "id2label", None) or {}
         n = int(getattr(cfg, "num_labels", 0) or len(id2label) or 2)

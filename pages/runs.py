@@ -48,7 +48,9 @@ def fmt(value: float | None, digits: int = 4) -> str:
 @st.cache_resource(max_entries=4, show_spinner="Loading the model…")
 def load_predictor(location: str, mtime: int, max_length: int | None) -> inference.Predictor:
     """One loaded model per (folder, weights mtime, max length), shared by every session."""
-    return inference.Predictor(location, max_length=max_length)
+    predictor = inference.Predictor(location, max_length=max_length)
+    print(f"[lab] loaded model for predictions: {predictor.description}", flush=True)  # the server log shows each load
+    return predictor
 
 
 def thin(xs: list, ys: list, limit: int = MAX_POINTS) -> tuple[list, list]:
