@@ -12,7 +12,7 @@ from pages import common
 st.set_page_config(page_title="BERT Sentiment Lab", page_icon=":material/reviews:", layout="wide")
 
 PAGES = [
-    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True, url_path="home"),
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/learn.py", title="Learn", icon=":material/school:", url_path="learn"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
     st.Page("pages/runs.py", title="Runs", icon=":material/monitoring:", url_path="runs"),

@@ -256,8 +256,8 @@ def training_view(x_axis: str, smoothing: float, log_y: bool, live: bool) -> Non
     def view() -> None:
         status = logs.get_status(run.path)
         prog = logs.progress(run.path, status)
-        if live and prog.terminal:
-            st.rerun()  # the run just ended: redraw the page once, without polling
+        if live and (prog.terminal or prog.state != run.state):
+            st.rerun()  # the run moved on (queued -> running, or ended): redraw the header and the badge
         render_progress(prog, status)
         render_charts(logs.metric_series(run.path), x_axis, smoothing, log_y, key="train", prog=prog)
     view()

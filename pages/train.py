@@ -559,7 +559,9 @@ def main() -> None:
 
 
 def _copy_owner() -> None:
-    st.session_state[common.OWNER_KEY] = str(st.session_state.get("tr_owner_input", "")).strip()
+    name = str(st.session_state.get("tr_owner_input", "")).strip()
+    if name:  # the box can fire with '' on a rerun: never wipe a name typed in the sidebar
+        st.session_state[common.OWNER_KEY] = name
 
 
 main()
