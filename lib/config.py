@@ -465,10 +465,10 @@ DISTILL_PRESET: dict[str, Any] = dict(
 PRESETS.update({
     "demo": dict(
         run_name="demo: MiniLM on built-in reviews",
-        model=BUNDLED_MODEL, dataset=DEMO_DATASET, num_train_epochs=2.0,
-        per_device_train_batch_size=16, per_device_eval_batch_size=32,
-        eval_strategy="epoch", save_strategy="epoch", logging_steps=5, save_total_limit=2,
-        learning_rate=1e-4, warmup_steps=0.1, max_length=128, padding="dynamic", group_by_length=True,
+        model=BUNDLED_MODEL, dataset=DEMO_DATASET, num_train_epochs=3.0,
+        per_device_train_batch_size=8, per_device_eval_batch_size=32,
+        eval_strategy="epoch", save_strategy="epoch", logging_steps=10, save_total_limit=2,
+        learning_rate=8e-5, warmup_steps=0.1, max_length=128, padding="dynamic", group_by_length=True,
     ),
 })
 

@@ -150,9 +150,11 @@ def test_whole_flow_in_a_real_browser(server, tmp_path):
             _set_text(page, "tr_max_train_samples", "32")
             _changed(page, _metric_value(page, "Training reviews"), "32")
             _set_text(page, "tr_num_train_epochs", "1")
+            _changed(page, _metric_value(page, "Optimizer steps"), "4")      # 32 reviews / 8 per batch × 1 epoch
+            _set_text(page, "tr_per_device_train_batch_size", "16")
             _changed(page, _metric_value(page, "Optimizer steps"), "2")      # 32 reviews / 16 per batch × 1 epoch
             _set_text(page, "tr_per_device_train_batch_size", "8")
-            _changed(page, _metric_value(page, "Optimizer steps"), "4")      # 32 reviews / 8 per batch × 1 epoch
+            _changed(page, _metric_value(page, "Optimizer steps"), "4")
             _set_text(page, "tr_logging_steps", "1")
             _changed(page, _metric_value(page, "Log events"), "4")
             _set_text(page, "tr_max_eval_samples", "16")                # nothing on the page shows it: config.json does

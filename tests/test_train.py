@@ -171,7 +171,7 @@ def test_hub_model_fails_fast_and_clearly(monkeypatch, offline):
 def test_describe_failure_gives_actionable_hints():
     import errno
     from lib.train import describe_failure
-    config = preset("demo")
+    config = preset("demo", per_device_train_batch_size=16)
     oom = describe_failure(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), config)
     assert "per_device_train_batch_size=8" in oom["hint"] and "gradient_accumulation_steps=2" in oom["hint"]
     assert "same effective batch of 16" in oom["hint"]

@@ -64,8 +64,8 @@ def test_demo_preset_launches_and_the_run_shows_up_in_the_table(runs_dir):
     at.text_input(key="tr_num_train_epochs").set_value("1").run()
     assert not at.exception and not at.error, errors_text(at)
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Training reviews"] == "32" and metrics["Steps per epoch"] == "2"  # 32 / batch 16
-    assert metrics["Optimizer steps"] == "2" and metrics["Effective batch"] == "16"
+    assert metrics["Training reviews"] == "32" and metrics["Steps per epoch"] == "4"  # 32 / batch 8
+    assert metrics["Optimizer steps"] == "4" and metrics["Effective batch"] == "8"
     assert metrics["Evaluations"] == "1" and metrics["Checkpoints saved"] == "1"  # eval and save every epoch
     assert any("-m lib.train --run-dir" in c.value for c in at.code)
     assert at.button(key="tr_launch").disabled is False
