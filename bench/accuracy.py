@@ -25,10 +25,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 from bench import common
@@ -58,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def job_overrides(args, choice: common.DataChoice, pipeline: str) -> list[str]:
-    fields = {
+def job_fields(args, choice: common.DataChoice, pipeline: str) -> dict:
+    return {
         "run_name": f"bench accuracy: {pipeline} pipeline",
         "dataset": choice.dataset, "test_file": choice.test_file,
         "model": args.model, "max_length": args.max_length,
@@ -69,11 +66,6 @@ def job_overrides(args, choice: common.DataChoice, pipeline: str) -> list[str]:
         "warmup_steps": 0, "eval_strategy": "no", "save_strategy": "no", "logging_steps": 25,
         "report_tensorboard": False, "device": "cpu", **PIPELINES[pipeline],
     }
-    out = []
-    for k, v in fields.items():
-        text = str(v).lower() if isinstance(v, bool) else str(v)
-        out += ["--set", f"{k}={text}"]
-    return out
 
 
 def settings_key(args, choice: common.DataChoice) -> dict:
@@ -84,40 +76,19 @@ def settings_key(args, choice: common.DataChoice) -> dict:
 
 
 def run_pipeline(args, choice: common.DataChoice, pipeline: str, out_dir: Path) -> dict:
-    runs_dir = out_dir / "runs"
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "lib.train", "--preset", "demo", "--runs-dir", str(runs_dir),
-            *job_overrides(args, choice, pipeline)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
-    common.log(f"[accuracy] {pipeline}: {' '.join(argv[1:])}")
-    log_path = out_dir / f"{pipeline}.stdout.log"
-    with common.Contention() as cont, open(log_path, "w", encoding="utf-8") as fh:
-        t0 = time.perf_counter()
-        proc = subprocess.run(argv, cwd=common.ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env,
-                              timeout=args.timeout)
-        wall = time.perf_counter() - t0
-    lines = [x for x in log_path.read_text(encoding="utf-8", errors="replace").splitlines() if x.strip()]
-    if proc.returncode != 0:
-        tail = "\n".join(lines[-20:])
-        raise SystemExit(f"error: the {pipeline} job failed (exit {proc.returncode}); log {log_path}:\n{tail}")
-    run_dir = Path(lines[-1].strip())
-    from lib import rundir
-    status = rundir.read_status(run_dir)
-    final = status.get("final_metrics") or {}
-    rows = rundir.read_jsonl(run_dir / rundir.METRICS)
-    end = next((r for r in reversed(rows) if r.get("event") == "end"), {})
-    baseline = rundir.read_json(run_dir / rundir.BASELINE) or {}
-    data_info = rundir.read_json(run_dir / rundir.DATA_INFO) or {}
+    job = common.run_training_job("demo", job_fields(args, choice, pipeline), out_dir / "runs",
+                                  out_dir / f"{pipeline}.stdout.log", timeout=args.timeout)
+    final, end, data_info = job["final"], job["end"], job["data_info"]
     return {
-        "pipeline": pipeline, "settings": PIPELINES[pipeline], "run_dir": str(run_dir),
+        "pipeline": pipeline, "settings": PIPELINES[pipeline], "run_dir": job["run_dir"],
         "accuracy": final.get("eval_accuracy"), "f1": final.get("eval_f1"),
         "precision": final.get("eval_precision"), "recall": final.get("eval_recall"),
         "roc_auc": final.get("eval_roc_auc"),
-        "wall_s": round(wall, 1), "train_s": end.get("train_runtime"),
+        "wall_s": job["wall_s"], "train_s": end.get("train_runtime"),
         "train_samples_per_s": end.get("train_samples_per_second"), "eval_s": final.get("eval_runtime"),
         "eval_samples_per_s": final.get("eval_samples_per_second"), "train_loss": end.get("train_loss"),
-        "baseline": baseline, "data_description": data_info.get("description"),
-        "rows": data_info.get("rows"), "contention": cont.as_dict(),
+        "baseline": job["baseline"], "data_description": data_info.get("description"),
+        "rows": data_info.get("rows"), "contention": job["contention"],
     }
 
 
@@ -164,9 +135,10 @@ def main(argv: list[str] | None = None) -> int:
                                        t.get("train_s") else None)
     if baseline and results:
         summary["all_beat_baseline"] = all(res["accuracy"] > baseline["accuracy"] for res in results.values())
-    common.save_json(args.out_dir, "accuracy", summary)
+    common.save_json(args.out_dir, args.md_section or "accuracy", summary)
     if results:
-        common.update_markdown(args.md, "accuracy", markdown(summary, results, args))
+        common.update_markdown(args.md, args.md_section or "accuracy", markdown(summary, results, args),
+                           variant=args.md_section)
     common.emit(summary)
     return 0
 

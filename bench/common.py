@@ -147,6 +147,8 @@ def environment() -> dict[str, Any]:
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "platform": platform.platform(),
         "load_average_1_5_15": [round(x, 2) for x in load] if load[0] is not None else None,
+        "thread_env": {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                                  "TOKENIZERS_PARALLELISM") if k in os.environ},
         "versions": versions(),
     }
 
@@ -254,9 +256,13 @@ def command_line(module: str, argv: Sequence[str] | None = None) -> str:
 def machine_line(env: dict[str, Any]) -> str:
     v = env["versions"]
     gpu = "a GPU" if env.get("gpu") else "no GPU"
+    extra = ""
+    te = {k: v for k, v in (env.get("thread_env") or {}).items() if k != "TOKENIZERS_PARALLELISM"}
+    if te:
+        extra = " Environment: " + ", ".join(f"{k}={v}" for k, v in te.items()) + "."
     return (f"{env['date']}; {env['cpu_count']} CPU cores ({env['torch_threads']} torch threads), {gpu}, "
             f"{env['memory_gib']} GiB RAM; Python {v['python']}, torch {v['torch']}, transformers "
-            f"{v['transformers']}, tokenizers {v['tokenizers']}, datasets {v['datasets']}.")
+            f"{v['transformers']}, tokenizers {v['tokenizers']}, datasets {v['datasets']}.{extra}")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -266,6 +272,9 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-dir", default=str(OUT_DIR), help="where the JSON results go (default bench/out)")
     p.add_argument("--md", default=str(BENCHMARKS_MD),
                    help="markdown file whose section is updated (default BENCHMARKS.md; 'none' to skip)")
+    p.add_argument("--md-section", default=None, metavar="NAME",
+                   help="write to the section <!-- bench:NAME --> instead of the benchmark's own (e.g. to keep a "
+                        "second configuration beside the first); the JSON goes to NAME.json too")
 
 
 def save_json(out_dir: str | os.PathLike, name: str, result: dict) -> Path:
@@ -288,10 +297,17 @@ while a benchmark ran (measured, not guessed).
 """
 
 
-def update_markdown(md_path: str | os.PathLike | None, name: str, body: str) -> Path | None:
-    """Replace (or append) the section between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->``."""
+def update_markdown(md_path: str | os.PathLike | None, name: str, body: str, variant: str | None = None) -> Path | None:
+    """Replace (or append) the section between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->``.
+
+    ``variant`` (from ``--md-section``): a second configuration; its heading says which.
+    """
     if md_path is None or str(md_path).lower() == "none":
         return None
+    if variant:
+        first, _, rest = body.strip().partition("\n")
+        if first.startswith("## "):
+            body = f"### {first[3:]} — configuration `{variant}`\n{rest}"
     path = Path(md_path)
     text = path.read_text(encoding="utf-8") if path.exists() else MD_HEADER
     start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
@@ -314,3 +330,46 @@ def emit(result: dict) -> None:
 
 def log(msg: str) -> None:
     print(msg, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The real training job as a subprocess
+# ---------------------------------------------------------------------------------------------------
+def set_args(fields: dict[str, Any]) -> list[str]:
+    """``--set key=value`` arguments for ``python -m lib.train`` (booleans as true/false)."""
+    out: list[str] = []
+    for k, v in fields.items():
+        text = str(v).lower() if isinstance(v, bool) else ("" if v is None else str(v))
+        out += ["--set", f"{k}={text}"]
+    return out
+
+
+def run_training_job(preset: str, fields: dict[str, Any], runs_dir: str | os.PathLike, log_path: str | os.PathLike,
+                     timeout: float | None = None) -> dict[str, Any]:
+    """Run ``python -m lib.train --preset P --runs-dir D --set ...`` and read back what it wrote.
+
+    Returns {run_dir, wall_s, final (status.json final_metrics), end (the metrics 'end' row), baseline,
+    data_info, contention}. Raises SystemExit with the log tail when the job fails.
+    """
+    import subprocess
+    from lib import rundir
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "lib.train", "--preset", preset, "--runs-dir", str(runs_dir), *set_args(fields)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    log(f"[job] {' '.join(argv[1:])}")
+    with Contention() as cont, open(log_path, "w", encoding="utf-8") as fh:
+        t0 = time.perf_counter()
+        proc = subprocess.run(argv, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env, timeout=timeout)
+        wall = time.perf_counter() - t0
+    lines = [x for x in Path(log_path).read_text(encoding="utf-8", errors="replace").splitlines() if x.strip()]
+    if proc.returncode != 0:
+        tail = "\n".join(lines[-20:])
+        raise SystemExit(f"error: the training job failed (exit {proc.returncode}); log {log_path}:\n{tail}")
+    run_dir = Path(lines[-1].strip())
+    status = rundir.read_status(run_dir)
+    rows = rundir.read_jsonl(run_dir / rundir.METRICS)
+    return {"run_dir": str(run_dir), "wall_s": round(wall, 1), "final": status.get("final_metrics") or {},
+            "end": next((r for r in reversed(rows) if r.get("event") == "end"), {}),
+            "baseline": rundir.read_json(run_dir / rundir.BASELINE) or {},
+            "data_info": rundir.read_json(run_dir / rundir.DATA_INFO) or {}, "contention": cont.as_dict()}

@@ -111,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         stats = tk.length_stats(tokenizer, texts, max_length=args.max_length)
         summary["length_summary"] = {k: common.r(v) for k, v in stats.summary().items() if k != "padding_share"}
         summary["padding_share"] = {k: round(v, 4) for k, v in stats.summary()["padding_share"].items()}
-    common.save_json(args.out_dir, "tokenization", summary)
-    common.update_markdown(args.md, "tokenization", markdown(summary))
+    common.save_json(args.out_dir, args.md_section or "tokenization", summary)
+    common.update_markdown(args.md, args.md_section or "tokenization", markdown(summary),
+                           variant=args.md_section)
     common.emit({k: summary[k] for k in ("data", "reviews", "measured", "reviews_per_s", "seconds")}
                 | {"methods": {k: {kk: v[kk] for kk in ("reviews_per_s", "best_s", "median_s")}
                                for k, v in methods.items()}})

@@ -669,7 +669,8 @@ def test_two_launches_queue_fifo_and_survive_the_launcher_exiting(jobs):
     a, b = (rundir.read_status(jobs.a_dirs[i]) for i in order)
     assert a["state"] == b["state"] == "finished"
     assert b["started_at"] >= a["finished_at"]  # first come, first served
-    assert a["step"] == a["total_steps"] == b["step"] == b["total_steps"] == 2
+    batch = preset("demo").per_device_train_batch_size
+    assert a["step"] == a["total_steps"] == b["step"] == b["total_steps"] == -(-32 // batch)  # 32 reviews, 1 epoch
     rows = runs.list_runs(jobs.a_root)
     assert {r["label"] for r in rows} == {"job 0", "job 1"} and {r["owner"] for r in rows} == {"tester"}
     assert all(r["best_eval_accuracy"] is not None for r in rows)

@@ -1,0 +1,114 @@
+"""The summary table at the top of BENCHMARKS.md, built from the JSON results in bench/out.
+
+    python -m bench.summary
+
+Reads ``bench/out/<name>.json`` written by the other scripts (whatever is there) and rewrites the
+``summary`` section: one row per target of issues 8 and 10 with the measured value and whether it
+was met. Run it after the benchmarks.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from bench import common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.summary", description=__doc__.split("\n\n")[0])
+    common.add_output_args(p)
+    return p
+
+
+def _load(out_dir: Path, name: str) -> dict | None:
+    path = out_dir / f"{name}.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _yes(flag) -> str:
+    return "—" if flag is None else ("met" if flag else "**not met**")
+
+
+def rows_from(out_dir: Path) -> list[list]:
+    rows: list[list] = []
+    t = _load(out_dir, "train_throughput")
+    if t and t.get("ratio") is not None:
+        rows.append(["1. training speed, project ÷ tutorial (IMDb, max_length 512)", "≥ 2.0×",
+                     f"{t['ratio']:.2f}× ({t['project_samples_per_s']:.2f} vs {t['tutorial_samples_per_s']:.2f} samples/s, "
+                     f"{t['samples']} reviews, {t['data']})", _yes(t["targets"]["ratio>=2.0"])])
+        rows.append(["1. project padding efficiency", "≥ 0.95",
+                     f"{t['project_padding_efficiency']:.3f} (tutorial {t['tutorial_padding_efficiency']:.3f})",
+                     _yes(t["targets"]["project_padding_efficiency>=0.95"])])
+    a = _load(out_dir, "accuracy")
+    if a:
+        if "accuracy_delta_points" in a:
+            rows.append(["2. accuracy, project − tutorial", "within 1.0 point",
+                         f"{a['accuracy_delta_points']:+.2f} points ({a['project']['accuracy']:.4f} vs "
+                         f"{a['tutorial']['accuracy']:.4f})", _yes(a["within_1_point"])])
+        if "all_beat_baseline" in a:
+            have = ", ".join(f"{k} {a[k]['accuracy']:.4f}" for k in ("project", "tutorial") if k in a)
+            rows.append(["2. transformer pipelines beat TF-IDF", "yes",
+                         f"{have}; TF-IDF {a['baseline']['accuracy']:.4f}", _yes(a["all_beat_baseline"])])
+    k = _load(out_dir, "tokenization")
+    if k:
+        rows.append(["3. Learn page statistics, all training reviews", "(reported)",
+                     f"{k['reviews_per_s']:,.0f} reviews/s ({k['reviews']:,} in {k['seconds']:.1f} s)", "—"])
+    for name, label in (("inference", "default OpenMP settings"), ("inference_passive", "OMP_WAIT_POLICY=PASSIVE")):
+        i = _load(out_dir, name)
+        if i:
+            rows.append([f"4. single-review latency p50, MiniLM ({label})", "≤ 35 ms",
+                         f"{i['p50_ms']} ms (IMDb median {i['latency']['median_tokens']} tokens); short examples "
+                         f"{i['example_latency']['p50_ms']} ms", _yes(i["targets"]["p50<=35ms"])])
+            short = i["csv"].get("sorted_short_reviews", {}).get("reviews_per_s")
+            rows.append([f"4. CSV batch throughput, length-sorted ({label})", "≥ 40 reviews/s",
+                         f"{i['csv_reviews_per_s']} reviews/s on IMDb ({i['sort_speedup']}× file order)"
+                         + (f"; {short} on short reviews" if short else ""), _yes(i["targets"]["csv>=40/s"])])
+    d = _load(out_dir, "dashboard")
+    if d:
+        rows.append(["5. Runs page load, 50 runs × 10,000 lines", "≤ 1 s",
+                     f"cold {d['cold_s']:.2f} s, warm {d['warm_s']:.3f} s (with memoized chart series "
+                     f"{d['warm_with_memoized_chart_series_s']:.3f} s)",
+                     _yes(d["targets"]["cold<=1s"] and d["targets"]["warm<=1s"])])
+    m = _load(out_dir, "memory")
+    if m:
+        if "job" in m:
+            rows.append(["6. job peak RSS (demo preset)", "(reported)", f"{m['job']['peak_rss_mib']} MiB", "—"])
+        app = m.get("app") or {}
+        if app.get("cycles"):
+            rss = " → ".join(str(c["rss_mib"]) for c in app["cycles"])
+            rows.append(["6. app server RSS per cycle (20 predictions + 5 page switches)", "does not keep growing",
+                         f"{rss} MiB", "—"])
+    s = _load(out_dir, "distill")
+    if s:
+        rows.append(["10.3 student accuracy ÷ teacher accuracy (3 of 6 layers)", "≥ 97 %",
+                     f"{s['accuracy_kept']:.1%} ({s['student']['accuracy']:.4f} vs {s['teacher']['accuracy']:.4f})",
+                     _yes(s["targets"]["accuracy_kept>=0.97"])])
+        rows.append(["10.3 student CPU throughput ÷ teacher", "≥ 1.8×", f"{s['throughput_ratio']:.2f}×",
+                     _yes(s["targets"]["throughput_ratio>=1.8"])])
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    cli = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(cli)
+    rows = rows_from(Path(args.out_dir))
+    body = "\n".join([
+        "## Summary: targets of issues 8 and 10",
+        "",
+        f"Built by `{common.command_line('bench.summary', cli)}` from the results below (details, dates and "
+        "shared-machine notes in each section). GPU run (issue 8 item 7): not measured, no GPU in this task.",
+        "",
+        common.md_table(["what", "target", "measured", "status"], rows) if rows else "(no results yet)",
+    ])
+    common.update_markdown(args.md, args.md_section or "summary", body, variant=args.md_section)
+    common.emit({"rows": len(rows)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
