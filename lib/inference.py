@@ -141,6 +141,27 @@ def _softmax(row) -> list[float]:
     return [e / s for e in exps]
 
 
+_DEFAULT_THREADS: int | None = None
+
+
+def inference_threads() -> int:
+    """Torch threads for the next prediction: all of them on an idle machine, one while the CPU is busy.
+
+    OpenMP threads spin while they wait; when a training job already keeps every core busy, two
+    spinning inference threads fight it and a single review went from ~30 ms to 500-900 ms on two
+    cores (BENCHMARKS.md, fast path). One thread keeps the tryout responsive next to a job.
+    """
+    global _DEFAULT_THREADS
+    import torch
+    if _DEFAULT_THREADS is None:
+        _DEFAULT_THREADS = torch.get_num_threads()
+    try:
+        busy = os.getloadavg()[0] >= (os.cpu_count() or 1) - 0.5
+    except OSError:
+        busy = False
+    return 1 if busy else _DEFAULT_THREADS
+
+
 class Predictor:
     """A loaded sentiment model. ``predict(texts)`` and ``explain(text)``; thread-safe."""
 
@@ -215,6 +236,7 @@ class Predictor:
         import torch
         batch = self.tokenizer.pad(items, return_tensors="pt")
         inputs = {k: v for k, v in batch.items() if k in self._accepts}
+        torch.set_num_threads(inference_threads())
         with torch.inference_mode():
             logits = self.model(**inputs).logits.float().tolist()
         return [_softmax(row) for row in logits]

@@ -254,3 +254,17 @@ def test_predict_frame_and_uploads(predictor, tmp_path):
         with pytest.raises(DataError, match=message):
             inference.upload_columns(tmp_path, data, name)
     assert list((tmp_path / "_uploads").iterdir()) == []
+
+
+def test_one_torch_thread_while_the_cpu_is_busy(monkeypatch):
+    """Next to a training job that keeps every core busy, spinning OpenMP threads would fight it."""
+    import torch
+    from lib import inference as inf
+    default = inf.inference_threads() if os.getloadavg()[0] < (os.cpu_count() or 1) - 0.5 else None
+    monkeypatch.setattr(inf.os, "getloadavg", lambda: (float(os.cpu_count() or 1) + 1.0, 0.0, 0.0))
+    assert inf.inference_threads() == 1
+    monkeypatch.setattr(inf.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert inf.inference_threads() == inf._DEFAULT_THREADS >= 1
+    if default is not None:
+        assert default == inf._DEFAULT_THREADS
+    torch.set_num_threads(inf._DEFAULT_THREADS)
