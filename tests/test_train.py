@@ -64,6 +64,8 @@ def test_tiny_run_writes_the_whole_run_directory(tiny_run):
     baseline = rundir.read_json(run_dir / rundir.BASELINE)
     assert 0.0 <= baseline["accuracy"] <= 1.0 and baseline["eval_size"] == 24
     assert "Traceback" not in (run_dir / rundir.LOG).read_text()
+    # TensorBoard event files too (report_tensorboard 'auto' and tensorboard is installed).
+    assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
 
 
 def test_eval_predictions_are_in_dataset_order(tiny_run):
