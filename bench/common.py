@@ -239,7 +239,7 @@ def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
         if isinstance(v, bool):
             return "yes" if v else "no"
         if isinstance(v, float):
-            return f"{v:,.3f}" if abs(v) < 100 else f"{v:,.1f}"
+            return f"{v:,.3f}" if abs(v) < 10 else f"{v:,.1f}"
         if isinstance(v, int):
             return f"{v:,}"
         return str(v).replace("|", "\\|")

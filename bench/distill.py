@@ -57,6 +57,24 @@ def folder_size(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
+def teacher_job_from_folder(teacher_dir: Path, args, choice: common.DataChoice) -> dict | None:
+    """When --teacher is a run's model/ folder whose run was scored on the same evaluation reviews (same
+    data, eval sample, seed and max_length), its final metrics; else None (the teacher is scored here)."""
+    from lib import rundir
+    run_dir = teacher_dir.parent
+    if teacher_dir.name != rundir.MODEL:
+        return None
+    cfg = rundir.read_json(run_dir / rundir.CONFIG) or {}
+    final = rundir.read_status(run_dir).get("final_metrics") or {}
+    same = (cfg.get("dataset") == choice.dataset and (cfg.get("test_file") or "") == choice.test_file
+            and cfg.get("max_eval_samples") == args.eval_samples and cfg.get("seed") == args.seed
+            and cfg.get("max_length") == args.max_length and cfg.get("strip_html", True) is True)
+    if not same or "eval_accuracy" not in final:
+        return None
+    return {"final": final, "data_info": rundir.read_json(run_dir / rundir.DATA_INFO) or {},
+            "wall_s": None, "config": cfg}
+
+
 def speed(predictor, texts: list[str], latency_texts: list[str]) -> dict:
     t0 = time.perf_counter()
     predictor.predict(texts, batch_size=16)
@@ -105,9 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     # Teacher accuracy on the same eval reviews: from its run, or scored here when it came from --teacher.
     from lib.inference import Predictor
     eval_texts, eval_labels, _ = common.load_split(choice, "test", args.eval_samples, seed=args.seed)
-    if teacher_job is not None and teacher_job["data_info"].get("rows", {}).get("test") == len(eval_texts):
-        teacher_acc = teacher_job["final"].get("eval_accuracy")
-        teacher_f1 = teacher_job["final"].get("eval_f1")
+    teacher_run = teacher_job_from_folder(teacher_dir, args, choice) if teacher_job is None else teacher_job
+    if teacher_run is not None and teacher_run["data_info"].get("rows", {}).get("test") == len(eval_texts):
+        teacher_acc = teacher_run["final"].get("eval_accuracy")
+        teacher_f1 = teacher_run["final"].get("eval_f1")
         teacher_scored = "by the job on the same evaluation reviews"
     else:
         from lib.baseline import classification_metrics
@@ -152,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         "teacher": {"dir": str(teacher_dir), "layers": teacher.model.config.num_hidden_layers, "params": params(teacher),
                     "disk_mib": round(folder_size(teacher_dir) / 2**20, 1), "accuracy": teacher_acc, "f1": teacher_f1,
                     "scored": teacher_scored, "train_wall_s": teacher_job["wall_s"] if teacher_job else None,
+                    "train_settings": {k: (teacher_run or {}).get("config", {}).get(k) for k in (
+                        "max_train_samples", "num_train_epochs", "learning_rate", "per_device_train_batch_size",
+                        "padding", "group_by_length")} if teacher_job is None and teacher_run else None,
                     "reviews_per_s": round(best["teacher"]["reviews_per_s"], 2),
                     "p50_ms": round(best_lat["teacher"]["p50_ms"], 2), "p95_ms": round(best_lat["teacher"]["p95_ms"], 2)},
         "student": {"dir": str(student_dir), "layers": student.model.config.num_hidden_layers, "params": params(student),
@@ -190,8 +212,16 @@ def markdown(s: dict) -> str:
     if s["baseline"].get("accuracy") is not None:
         rows.append(["TF-IDF baseline (same split)", s["baseline"]["accuracy"], s["baseline"]["f1"], None, None, None,
                      None, None])
-    teacher_how = (f"fine-tuned by the job ({st['teacher_epochs']:g} epoch, demo recipe)" if st["teacher_epochs"]
-                   else f"given with --teacher ({t['dir']})")
+    if st["teacher_epochs"]:
+        teacher_how = f"fine-tuned by the job ({st['teacher_epochs']:g} epoch, demo recipe)"
+    elif t.get("train_settings"):
+        ts = t["train_settings"]
+        teacher_how = (f"given with --teacher: a run of the job (bundled MiniLM fine-tuned on {ts['max_train_samples']:,} "
+                       f"of these training reviews, {ts['num_train_epochs']:g} epoch, batch "
+                       f"{ts['per_device_train_batch_size']}, learning rate {ts['learning_rate']})")
+    else:
+        teacher_how = "given with --teacher"
+    teacher_how += f"; teacher accuracy scored {t['scored']}"
     lines = [
         "## 7. Distillation: 6-layer teacher → 3-layer student (issue 10)",
         "",

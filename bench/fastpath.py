@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-batch-size", type=int, default=8, help="default 8, the job's per_device_eval_batch_size")
     p.add_argument("--thread-lengths", default="64,256", help="review lengths (tokens) for the threads part")
     p.add_argument("--thread-repeats", type=int, default=20)
+    p.add_argument("--omp-policies", default="default,PASSIVE,GOMP_SPINCOUNT=10000",
+                   help="settings for the omp part: 'default', an OMP_WAIT_POLICY value, or VAR=VALUE")
     p.add_argument("--seed", type=int, default=42)
     common.add_output_args(p)
     return p
@@ -296,9 +298,12 @@ def part_omp(args) -> dict:
                                     stderr=subprocess.DEVNULL)
             time.sleep(3)
         try:
-            for policy in ("default", "PASSIVE"):
-                env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-                if policy != "default":
+            for policy in [x.strip() for x in args.omp_policies.split(",") if x.strip()]:
+                env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+                if "=" in policy:
+                    var, _, value = policy.partition("=")
+                    env[var] = value
+                elif policy != "default":
                     env["OMP_WAIT_POLICY"] = policy
                 with tempfile.TemporaryDirectory() as tmp:
                     proc = subprocess.run([sys.executable, "-m", "bench.fastpath", "--parts", "threads", "--model",
@@ -422,8 +427,10 @@ def markdown(s: dict) -> str:
         for setting, by_len in s["omp"]["by_setting"].items():
             background, policy = setting.split("/")
             for L, v in by_len.items():
+                shown = ("default (spin, then sleep)" if policy == "default" else
+                         policy if "=" in policy else f"OMP_WAIT_POLICY={policy}")
                 rows.append([("a training-like process using all cores" if background == "training" else "nothing of ours"),
-                             "OMP_WAIT_POLICY=PASSIVE" if policy == "PASSIVE" else "default (spin, then sleep)", L,
+                             shown, L,
                              v.get("1_threads_p50_ms"), v.get("2_threads_p50_ms")])
         lines += ["", "**OpenMP wait policy: single-review latency next to a training job** (fresh process per "
                       "setting; p50 of alternating calls)", "",

@@ -232,8 +232,9 @@ def markdown(s: dict) -> str:
         [f"the Runs page's short example reviews ({ex['n']} predictions)", ex["p50_ms"], ex["p95_ms"], ex["mean_ms"],
          ex["contention"]["other_cores"]],
     ]
-    names = {"sorted": f"{s['data']} reviews, length-sorted batches (the app)",
-             "file_order": f"{s['data']} reviews, batches in file order",
+    kind = "IMDb test" if s["data"] == "imdb" else "demo"
+    names = {"sorted": f"{kind} reviews, length-sorted batches (the app)",
+             "file_order": f"{kind} reviews, batches in file order",
              "sorted_short_reviews": "short reviews (built-in demo set, ~50 tokens), length-sorted"}
     csv_rows = [[names.get(mode, mode), v["reviews"], v["seconds"], v["reviews_per_s"], v["contention"]["other_cores"]]
                 for mode, v in s["csv"].items()]

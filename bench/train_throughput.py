@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     env = common.environment()
     base = dict(model=args.model, max_length=args.max_length, per_device_train_batch_size=args.batch_size,
                 num_train_epochs=1.0, eval_strategy="no", save_strategy="no", logging_steps=10**6,
-                max_train_samples=args.samples, max_eval_samples=2, seed=args.seed, device="cpu",
+                max_train_samples=args.samples, max_eval_samples=50, seed=args.seed, device="cpu",
                 dataloader_num_workers=0)
     cfg0 = common.base_config(choice, **base, **VARIANTS["project"]["fields"])
     loaded = load_data(cfg0)
