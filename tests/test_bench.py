@@ -87,7 +87,7 @@ def test_dashboard(tmp_path):
                                   "--repeats", "1"], tmp_path)
     out = res["stdout"]
     for key in ("cold_s", "warm_s", "live_s", "all_checkpoints_s", "warm_table_only_s",
-                "warm_with_memoized_chart_series_s"):
+                "warm_recomputed_chart_series_s"):
         assert out[key] >= 0, key
     loaded = res["saved"]["loaded"]
     assert loaded["runs"] == 3 and loaded["prediction_rows"] == 30 and loaded["checkpoints"] == 0
