@@ -31,8 +31,10 @@ from pathlib import Path
 from bench import common
 
 PIPELINES = {
-    "tutorial": {"padding": "longest_in_map_batch", "group_by_length": False},
-    "project": {"padding": "dynamic", "group_by_length": True},
+    "tutorial": {"padding": "longest_in_map_batch", "group_by_length": False, "sort_eval_by_length": False,
+                 "tokenization_cache": False},
+    "project": {"padding": "dynamic", "group_by_length": True, "sort_eval_by_length": True,
+                "tokenization_cache": True},
 }
 
 

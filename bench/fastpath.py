@@ -5,17 +5,16 @@
 
 Parts (each measured side by side in one run):
 
-- ``cache``: tokenizing once and caching per (dataset fingerprint, tokenizer, max_length, padding).
-  Today ``lib.train.tokenize_dataset`` runs two ``map`` passes (tokenize, then a ``length`` column)
-  on every run. The prototype here does one ``map`` that returns the length too, written to an Arrow
-  cache file named by that key (``Dataset.map(cache_file_name=...)``), and is timed on a miss and a hit
-  next to the current function, on the training and evaluation splits.
+- ``cache``: tokenizing once and caching per (dataset fingerprint, tokenizer, max_length, padding),
+  as the job does (``lib.tokcache``, ``<runs_dir>/_cache/tokenized``): ``lib.train.tokenize_dataset``
+  without the cache, with the cache on a miss (one ``map`` pass writing the Arrow file) and on a hit
+  (memory-mapping it), on the training and evaluation splits.
 - ``attention``: SDPA (transformers' default for BERT) vs eager attention, one training step
   (forward + backward + AdamW) on unpadded batches of 8 at several lengths, alternating, best of N.
-- ``eval_order``: the job's final ``trainer.predict`` runs over the eval split in dataset order
-  (each batch padded to its longest review). Predicting over a length-sorted view and putting the
-  predictions back in dataset order gives the same numbers with less padding; both are timed with the
-  job's own Trainer class and collator, with the padding efficiency they achieved.
+- ``eval_order``: the job's final ``trainer.predict`` over the eval split in dataset order (each batch
+  padded to its longest review) vs the job's default, a length-sorted view
+  (``lib.train.eval_order``) with the predictions put back in dataset order
+  (``lib.train.restore_order``); both timed with the job's own Trainer class and collator.
 
 The training-side pieces (dynamic padding, length-grouped batches, collator cost) are measured by
 ``bench.train_throughput``; length-sorted inference batches by ``bench.inference``.
@@ -23,7 +22,6 @@ The training-side pieces (dynamic padding, length-grouped batches, collator cost
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import statistics
@@ -61,41 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------------------------------------
 # 1. tokenization cache
 # ---------------------------------------------------------------------------------------------------
-def tokenizer_identity(tokenizer) -> str:
-    """What decides the tokens: the tokenizer's full serialisation (vocab, normaliser, special tokens)."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    text = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
-
-
-def cache_key(dataset, tokenizer, max_length: int, padding: str) -> str:
-    raw = f"{dataset._fingerprint}|{tokenizer_identity(tokenizer)}|{max_length}|{padding}|v1"
-    return hashlib.sha1(raw.encode()).hexdigest()[:20]
-
-
-def tokenize_cached(dataset_dict, tokenizer, config, cache_dir: Path):
-    """Prototype of the proposed lib change: one map (ids, mask, length) cached in an Arrow file per key."""
-    import datasets
-    padding = {"longest_in_map_batch": True, "max_length": "max_length", "dynamic": False}[config.padding]
-
-    def tokenize(batch):
-        enc = tokenizer(batch["text"], padding=padding, truncation=True, max_length=config.max_length)
-        enc["length"] = [int(sum(m)) for m in enc["attention_mask"]]
-        return enc
-
-    out = {}
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    for split, ds in dataset_dict.items():
-        key = cache_key(ds, tokenizer, config.max_length, config.padding)
-        out[split] = ds.map(tokenize, batched=True, cache_file_name=str(cache_dir / f"tok-{key}.arrow"),
-                            load_from_cache_file=True, desc="Tokenizing")
-        out[split].set_format("torch", columns=["input_ids", "attention_mask", "label"])
-    return datasets.DatasetDict(out)
-
 
 def part_cache(args, choice, tokenizer) -> dict:
     import datasets
     from lib.data import load_data
+    from lib import tokcache
     from lib.train import tokenize_dataset
     cfg = common.base_config(choice, max_length=args.max_length, max_train_samples=args.cache_train_samples,
                              max_eval_samples=args.cache_eval_samples, model=args.model)
@@ -110,17 +78,18 @@ def part_cache(args, choice, tokenizer) -> dict:
             t0 = time.perf_counter()
             current = tokenize_dataset(dd, tokenizer, cfg)
             current_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
             key_s0 = time.perf_counter()
+            tok_id = tokcache.tokenizer_identity(tokenizer)
             for ds in dd.values():
-                cache_key(ds, tokenizer, cfg.max_length, cfg.padding)
+                tokcache.cache_key(ds, tok_id, cfg.max_length, cfg.padding)
             key_s = time.perf_counter() - key_s0
             t0 = time.perf_counter()
-            miss = tokenize_cached(dd, tokenizer, cfg, tmp)
+            miss = tokenize_dataset(dd, tokenizer, cfg, cache_dir=tmp)
             miss_s = time.perf_counter() - t0
             t0 = time.perf_counter()
-            hit = tokenize_cached(dd, tokenizer, cfg, tmp)
+            hit = tokenize_dataset(dd, tokenizer, cfg, cache_dir=tmp)
             hit_s = time.perf_counter() - t0
+        assert not miss.lab_cache_hits and sorted(hit.lab_cache_hits) == sorted(dd), "cache did not behave"
         same = all(current[s].with_format(None)["input_ids"][:50] == hit[s].with_format(None)["input_ids"][:50]
                    and current[s].with_format(None)["length"] == hit[s].with_format(None)["length"] for s in dd)
         cache_mib = sum(f.stat().st_size for f in tmp.glob("*.arrow")) / 2**20
@@ -129,7 +98,7 @@ def part_cache(args, choice, tokenizer) -> dict:
     res = {"reviews": n, "load_data_s": round(load_s, 2), "current_tokenize_dataset_s": round(current_s, 2),
            "cached_miss_s": round(miss_s, 2), "cached_hit_s": round(hit_s, 3), "key_s": round(key_s, 3),
            "cache_mib": round(cache_mib, 1), "same_tokens": same, "contention": cont.as_dict()}
-    common.log(f"[fastpath] cache: tokenize_dataset {current_s:.1f} s for {sum(n.values()):,} reviews; prototype "
+    common.log(f"[fastpath] cache: tokenize_dataset {current_s:.1f} s for {sum(n.values()):,} reviews; cache "
                f"miss {miss_s:.1f} s, hit {hit_s:.2f} s (key {key_s:.2f} s, {cache_mib:.0f} MiB on disk)")
     return res
 
@@ -191,15 +160,15 @@ def part_eval_order(args, choice, tokenizer) -> dict:
     from bench.train_throughput import CountingCollator
     from lib.data import load_data
     from lib.models import load_model
-    from lib.train import make_trainer_class, tokenize_dataset, training_arguments_kwargs
+    from lib.train import eval_order, make_trainer_class, restore_order, tokenize_dataset, training_arguments_kwargs
     cfg = common.base_config(choice, model=args.model, max_length=args.max_length, max_train_samples=8,
                              max_eval_samples=args.eval_samples, per_device_eval_batch_size=args.eval_batch_size,
                              eval_strategy="no", save_strategy="no", seed=args.seed)
     loaded = load_data(cfg)
     tokenized = tokenize_dataset(datasets.DatasetDict({"test": loaded.dataset["test"]}), tokenizer, cfg)
     test = tokenized["test"]
-    lengths = np.asarray(test.with_format(None)["length"])
-    order = np.argsort(-lengths, kind="stable")  # longest first: the memory peak shows up at once
+    order = eval_order(test, cfg)  # the job's default: longest first (the memory peak shows up at once)
+    assert order is not None
     model = load_model(cfg.model, cfg.label_names, seed=cfg.seed)
     results = {}
     preds = {}
@@ -215,9 +184,7 @@ def part_eval_order(args, choice, tokenizer) -> dict:
             secs = time.perf_counter() - t0
             logits = np.asarray(out.predictions)
             if mode == "length_sorted":
-                back = np.empty_like(logits)
-                back[order] = logits  # predictions back in dataset order
-                logits = back
+                logits = restore_order(logits, order)  # predictions back in dataset order
             preds[mode] = logits
             results[mode] = {"seconds": round(secs, 2), "reviews_per_s": round(len(test) / secs, 2),
                              "padding_efficiency": round(collator.efficiency, 4)}
@@ -384,10 +351,10 @@ def markdown(s: dict) -> str:
         n = sum(c["reviews"].values())
         lines += ["", "**Tokenize once, cache per (dataset fingerprint, tokenizer, max_length, padding)**", "",
                   common.md_table(["tokenization of train + eval", "seconds"], [
-                      [f"today: `lib.train.tokenize_dataset` (two map passes), {n:,} reviews",
+                      [f"`lib.train.tokenize_dataset` without the cache, {n:,} reviews",
                        c["current_tokenize_dataset_s"]],
-                      ["prototype, cache miss (one map pass writing an Arrow cache file)", c["cached_miss_s"]],
-                      ["prototype, cache hit (memory-mapped Arrow file)", c["cached_hit_s"]],
+                      ["with the cache, miss (the same map pass writing the Arrow cache file)", c["cached_miss_s"]],
+                      ["with the cache, hit (memory-mapped Arrow file)", c["cached_hit_s"]],
                       ["computing the cache key (dataset fingerprint + tokenizer hash)", c["key_s"]]]),
                   "", f"Cache size on disk: {c['cache_mib']} MiB; identical tokens and lengths: "
                       f"{'yes' if c['same_tokens'] else 'no'}."]
@@ -407,9 +374,9 @@ def markdown(s: dict) -> str:
         lines += ["", f"**Final evaluation: dataset order vs length-sorted batches** ({e['reviews']:,} reviews, "
                       f"batch {e['batch_size']}, the job's Trainer and collator)", "",
                   common.md_table(["order", "reviews/s", "seconds", "padding efficiency"], [
-                      ["dataset order (today)", e["dataset_order"]["reviews_per_s"], e["dataset_order"]["seconds"],
+                      ["dataset order (the tutorial; before this change)", e["dataset_order"]["reviews_per_s"], e["dataset_order"]["seconds"],
                        e["dataset_order"]["padding_efficiency"]],
-                      ["length-sorted, predictions put back in dataset order", e["length_sorted"]["reviews_per_s"],
+                      ["length-sorted, predictions put back in dataset order (the job's default)", e["length_sorted"]["reviews_per_s"],
                        e["length_sorted"]["seconds"], e["length_sorted"]["padding_efficiency"]]]),
                   "", f"Speed-up {e['speedup']}×; same predicted labels: {'yes' if e['same_predictions'] else 'no'} "
                       f"(largest logit difference {e['max_logit_difference']:.2e})."]

@@ -71,6 +71,11 @@ class TrainConfig:
                       "longest_in_map_batch: the tutorial's padding=True inside map; max_length: pad everything "
                       "to max_length.", choices=PADDING_CHOICES)
     group_by_length: bool = _f(True, "Model", "Batch reviews of similar length together (less padding).")
+    sort_eval_by_length: bool = _f(True, "Model", "Evaluate in length-sorted batches (less padding, about "
+                                   "1.8x faster with dynamic padding); predictions are put back in dataset "
+                                   "order.")
+    tokenization_cache: bool = _f(True, "Data", "Tokenize each data set once per tokenizer, max_length and "
+                                  "padding, and reuse it from the runs directory's _cache/ folder.")
     # --- Schedule ---
     num_train_epochs: float = _f(2.0, "Schedule", "Passes over the training set.", min=0.01, max=1000)
     max_steps: int = _f(-1, "Schedule", "Stop after this many optimizer steps (-1 = use epochs).", min=-1)
@@ -447,7 +452,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         model="bert-base-uncased", dataset="imdb", num_train_epochs=2.0,
         per_device_train_batch_size=8, per_device_eval_batch_size=8,
         eval_strategy="epoch", save_strategy="epoch", logging_steps=500, save_total_limit=2,
-        fp16="auto", padding="longest_in_map_batch", group_by_length=False, strip_html=False,
+        fp16="auto", padding="longest_in_map_batch", group_by_length=False, sort_eval_by_length=False,
+        tokenization_cache=False, strip_html=False,
         max_length=512, max_train_samples=2000, max_eval_samples=500, learning_rate=5e-5,
     ),
     # Offline demo: bundled MiniLM on the built-in reviews; a few minutes on 2 CPU cores.

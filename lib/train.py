@@ -321,21 +321,48 @@ def make_trainer_class():
     return LabTrainer
 
 
-def tokenize_dataset(dataset, tokenizer, config: TrainConfig):
-    """The tutorial's map step, with the padding the config asks for, plus a ``length`` column."""
-    padding = {"longest_in_map_batch": True, "max_length": "max_length", "dynamic": False}[config.padding]
-
-    def tokenize(batch):
-        return tokenizer(batch["text"], padding=padding, truncation=True, max_length=config.max_length)
-
-    tokenized = dataset.map(tokenize, batched=True, desc="Tokenizing")
-    tokenized = tokenized.map(lambda b: {"length": [int(sum(m)) for m in b["attention_mask"]]}, batched=True,
-                              desc="Measuring lengths")
+def tokenize_dataset(dataset, tokenizer, config: TrainConfig, *, cache_dir: Path | None = None):
+    """The tutorial's map step (``map(batched=True)`` keeps text and label beside the new columns), with
+    the padding the config asks for, plus a ``length`` column. With ``cache_dir`` (and
+    ``config.tokenization_cache``) each split is tokenized once and reused by later runs."""
+    import datasets
+    from lib import tokcache
+    use_cache = cache_dir is not None and config.tokenization_cache
+    out, hits = {}, []
+    for split, ds in dataset.items():
+        out[split], hit = tokcache.map_tokenize(ds, tokenizer, config.max_length, config.padding,
+                                                cache_dir=cache_dir if use_cache else None)
+        if hit:
+            hits.append(split)
+    tokenized = datasets.DatasetDict(out)
     columns = ["input_ids", "attention_mask", "label"]
     for split in tokenized:
         extra = [c for c in ("teacher_logits",) if c in tokenized[split].column_names]
         tokenized[split].set_format("torch", columns=columns + extra)
+    tokenized.lab_cache_hits = hits  # type: ignore[attr-defined]
     return tokenized
+
+
+def eval_order(tokenized_eval, config: TrainConfig):
+    """The order to evaluate in: longest reviews first when the config sorts evaluation by length (with
+    dynamic padding each batch then holds reviews of about the same length), else None (dataset order).
+    Predictions made in this order go back to dataset order with ``restore_order``."""
+    import numpy as np
+    if not (config.sort_eval_by_length and config.padding == "dynamic") or len(tokenized_eval) < 2:
+        return None
+    lengths = np.asarray(tokenized_eval.with_format(None)["length"])
+    return np.argsort(-lengths, kind="stable")
+
+
+def restore_order(values, order):
+    """Rows computed in ``order`` (row i belongs to dataset row order[i]) back in dataset order."""
+    import numpy as np
+    values = np.asarray(values)
+    if order is None:
+        return values
+    out = np.empty_like(values)
+    out[order] = values
+    return out
 
 
 def wait_for_turn(config: TrainConfig, run_dir: Path, device: str):
@@ -375,6 +402,7 @@ def run_job(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> dict
     from lib.callbacks import RunDirCallback
     from lib.data import load_data
     from lib.models import load_model, load_tokenizer
+    from lib import tokcache
 
     import datasets
     datasets.disable_progress_bars()
@@ -414,7 +442,13 @@ def run_job(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> dict
         model = load_model(config.model, config.label_names, seed=config.seed)
 
     # 4. Tokenize: map(batched=True) keeps text and label beside input_ids/attention_mask.
-    tokenized = tokenize_dataset(loaded.dataset, tokenizer, config)
+    tokenized = tokenize_dataset(loaded.dataset, tokenizer, config,
+                                 cache_dir=tokcache.cache_folder(run_dir.parent))
+    if main_process and tokenized.lab_cache_hits:
+        print(f"[lab] tokenized {' and '.join(tokenized.lab_cache_hits)} reused from the runs directory's cache",
+              flush=True)
+    order = eval_order(tokenized["test"], config)
+    eval_tokenized = tokenized["test"].select(order) if order is not None else tokenized["test"]
 
     # 5. TrainingArguments and Trainer.
     if tensorboard:
@@ -426,7 +460,7 @@ def run_job(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> dict
     if config.task == "distill":
         LabTrainer = distill.make_distill_trainer_class(LabTrainer, config.temperature, config.alpha)
     trainer = LabTrainer(model=model, args=args, train_dataset=tokenized["train"],
-                         eval_dataset=tokenized["test"] if config.eval_strategy != "no" else None,
+                         eval_dataset=eval_tokenized if config.eval_strategy != "no" else None,
                          processing_class=tokenizer, data_collator=collator, compute_metrics=compute_metrics_fn(),
                          callbacks=[RunDirCallback(run_dir, elapsed_before=elapsed_before)])
     trainer.lab_train_lengths = (list(tokenized["train"].with_format(None)["length"]) if config.group_by_length
@@ -444,11 +478,11 @@ def run_job(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> dict
     # 6. Predictions on the eval split, in dataset order.
     if main_process:
         rundir.update_status(run_dir, phase="evaluating", heartbeat=time.time())
-    pred = trainer.predict(tokenized["test"], metric_key_prefix="eval")
+    pred = trainer.predict(eval_tokenized, metric_key_prefix="eval")  # metrics do not depend on the order
     final = {k: float(v) for k, v in pred.metrics.items() if isinstance(v, (int, float))}
     if main_process:
-        logits = np.asarray(pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions,
-                            dtype=np.float64)
+        logits = restore_order(np.asarray(pred.predictions[0] if isinstance(pred.predictions, tuple)
+                                          else pred.predictions, dtype=np.float64), order)
         exp = np.exp(logits - logits.max(axis=1, keepdims=True))
         probs = exp / exp.sum(axis=1, keepdims=True)
         write_predictions(run_dir, eval_ds, probs)

@@ -83,6 +83,18 @@ def test_eval_predictions_are_in_dataset_order(tiny_run):
     final = rundir.read_status(run_dir)["final_metrics"]
     accuracy = sum(p["pred"] == p["label"] for p in preds) / len(preds)
     assert final["eval_accuracy"] == pytest.approx(accuracy)
+    # The job evaluates in length-sorted batches (sort_eval_by_length): each row's probabilities must
+    # still be the exported model's answer for that row's own text.
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+    assert config.sort_eval_by_length and len(set(len(t) for t in eval_ds["text"])) > 1
+    model = BertForSequenceClassification.from_pretrained(run_dir / rundir.MODEL).eval()
+    tok = AutoTokenizer.from_pretrained(run_dir / rundir.MODEL)
+    with torch.inference_mode():
+        for p in preds:
+            enc = tok(p["text"], truncation=True, max_length=config.max_length, return_tensors="pt")
+            probs = torch.softmax(model(**enc).logits[0].double(), -1).tolist()
+            assert probs == pytest.approx(p["probs"], abs=1e-4), p["index"]
 
 
 def test_export_loads_with_plain_pipeline(tiny_run):
