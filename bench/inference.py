@@ -1,21 +1,23 @@
-"""Inference: single-review latency with a cached model, and CSV batch throughput.
+"""Inference: single-review latency with a cached model, and CSV batch throughput, fp32 vs int8.
 
     python -m bench.inference                                  # bundled MiniLM, IMDb test reviews
-    python -m bench.inference --model runs/<id>/model          # a trained run's export
+    python -m bench.inference --model runs/<id>/model          # a trained run's export (agreement is meaningful)
     python -m bench.inference --latency-samples 50 --batch-samples 128
 
-The model is loaded once (``lib.inference.Predictor``, as the Runs page caches it) and warmed up;
-then:
+Two ``lib.inference.Predictor`` objects are loaded once (as the Runs page caches them) and warmed up:
+full precision (``fp32``, the numbers the training job evaluated with) and the app's fast CPU mode
+(``int8``, dynamic quantization of the encoder's linear layers). Side by side in one run:
 
 - latency: ``Predictor.predict_one`` on ``--latency-samples`` seeded IMDb test reviews (their real
-  lengths: median ~230 tokens), one at a time, and on the Runs page's short example reviews; p50/p95;
+  lengths: median ~215 tokens), one at a time, alternating fp32 and int8 review by review, and on the
+  Runs page's short example reviews; p50/p95;
 - CSV mode: ``lib.inference.predict_frame`` over ``--batch-samples`` reviews in a DataFrame, with the
-  Predictor's length-sorted batches (what the app does) and, in the same run, with batches in file
-  order (the same code with the sort switched off), at ``--batch-size``.
+  Predictor's length-sorted batches (what the app does) and with batches in file order (the same code
+  with the sort switched off), at ``--batch-size``, for both precisions;
+- agreement: how often int8 gives fp32's label on the CSV reviews, and both accuracies against the
+  reviews' labels (meaningful with a fine-tuned ``--model``; the bundled base model's head is random).
 
-The bundled MiniLM before fine-tuning costs exactly what a fine-tuned MiniLM costs (same network;
-only the head's weights differ), so it is the default model. Falls back to plain transformers when
-``lib.inference`` is missing.
+Targets (issue 8) are checked on what the app uses by default: int8 on the CPU.
 """
 from __future__ import annotations
 
@@ -26,60 +28,22 @@ import types
 
 from bench import common
 
+PRECISIONS = ("fp32", "int8")
+
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.inference", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="bundled-minilm", help="bundled-minilm (default) or a model folder")
     p.add_argument("--latency-samples", type=int, default=200)
     p.add_argument("--example-repeats", type=int, default=25, help="times each short example review is predicted")
-    p.add_argument("--batch-samples", type=int, default=512)
+    p.add_argument("--batch-samples", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=16, help="CSV mode batch size (default 16, the app's)")
     p.add_argument("--data", choices=common.DATA_CHOICES, default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
     p.add_argument("--seed", type=int, default=42)
     common.add_output_args(p)
     return p
-
-
-class _PlainPredictor:
-    """Fallback when lib.inference is missing: tokenizer + model, length-sorted batches."""
-
-    def __init__(self, source: str):
-        import torch
-        from lib.models import load_model, load_tokenizer
-        torch.manual_seed(0)
-        self.model = load_model(source, ["NEGATIVE", "POSITIVE"] if source == "bundled-minilm" else None).eval()
-        self.tokenizer = load_tokenizer(source)
-        self.max_length = 512
-        self.label_names = ["NEGATIVE", "POSITIVE"]
-
-    def _encode(self, texts, max_tokens):
-        enc = self.tokenizer(texts, truncation=True, max_length=max_tokens)
-        return [{k: enc[k][i] for k in enc.keys()} for i in range(len(texts))], [False] * len(texts)
-
-    def _forward(self, items):
-        import torch
-        batch = self.tokenizer.pad(items, return_tensors="pt")
-        with torch.inference_mode():
-            return torch.softmax(self.model(**batch).logits.float(), -1).tolist()
-
-    def predict(self, texts, batch_size=16):
-        texts = list(texts)
-        items, _ = self._encode(texts, self.max_length)
-        order = sorted(range(len(texts)), key=lambda k: len(items[k]["input_ids"]))
-        out = [None] * len(texts)
-        for s in range(0, len(order), batch_size):
-            chunk = order[s:s + batch_size]
-            for k, p in zip(chunk, self._forward([items[k] for k in chunk])):
-                out[k] = {"label": self.label_names[int(p[1] > p[0])], "scores": dict(zip(self.label_names, p)),
-                          "confidence": max(p), "truncated": False, "tokens": len(items[k]["input_ids"])}
-        return out
-
-    def predict_one(self, text):
-        t0 = time.perf_counter()
-        r = self.predict([text])[0]
-        r["latency_ms"] = (time.perf_counter() - t0) * 1000
-        return r
 
 
 def predict_in_file_order(self, texts, batch_size: int = 16):
@@ -107,157 +71,174 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(cli)
     common.quiet()
     import pandas as pd
+    from lib import inference as inf
 
     choice = common.choose_data(args.data)
     env = common.environment()
-    try:
-        from lib import inference as inf
-        have_lib = hasattr(inf, "Predictor")
-    except ImportError:
-        inf, have_lib = None, False
-
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
         env["torch_threads"] = torch.get_num_threads()
-    t0 = time.perf_counter()
-    predictor = inf.Predictor(args.model) if have_lib else _PlainPredictor(args.model)
-    load_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    predictor.predict_one("A first review to warm the model up.")
-    first_ms = (time.perf_counter() - t0) * 1000
-    for _ in range(5):
-        predictor.predict_one("Another warm-up review: the acting was fine, the plot less so.")
+    predictors, load_s, first_ms = {}, {}, {}
+    for precision in PRECISIONS:
+        t0 = time.perf_counter()
+        predictors[precision] = inf.Predictor(args.model, precision=precision)
+        load_s[precision] = round(time.perf_counter() - t0, 3)
+        t0 = time.perf_counter()
+        predictors[precision].predict_one("A first review to warm the model up.")
+        first_ms[precision] = round((time.perf_counter() - t0) * 1000, 1)
+        for _ in range(5):
+            predictors[precision].predict_one("Another warm-up review: the acting was fine, the plot less so.")
 
     n_lat = max(args.latency_samples, 0)
     n_batch = max(args.batch_samples, 0)
-    texts, _, _ = common.load_split(choice, "test", max(n_lat, n_batch, 1), seed=args.seed)
+    texts, labels, _ = common.load_split(choice, "test", max(n_lat, n_batch, 1), seed=args.seed)
     import random
     rng = random.Random(args.seed)
     lat_texts = rng.sample(texts, min(n_lat, len(texts)))
-    batch_texts = rng.sample(texts, min(n_batch, len(texts)))
-    common.log(f"[inference] data: {choice.description}; model {args.model} ({'lib.inference.Predictor' if have_lib else 'plain transformers'}), "
-               f"loaded in {load_s:.2f} s, first prediction {first_ms:.0f} ms")
+    picked = rng.sample(range(len(texts)), min(n_batch, len(texts)))
+    batch_texts, batch_labels = [texts[i] for i in picked], [labels[i] for i in picked]
+    common.log(f"[inference] data: {choice.description}; model {args.model}, loaded in {load_s} s")
 
-    # 1. single-review latency
+    # 1. single-review latency, fp32 and int8 alternating review by review
+    ms: dict[str, list[float]] = {p: [] for p in PRECISIONS}
+    ex_ms: dict[str, list[float]] = {p: [] for p in PRECISIONS}
+    tokens = []
     with common.Contention() as c_lat:
-        ms, tokens = [], []
-        for text in lat_texts:
-            res = predictor.predict_one(text)
-            ms.append(res["latency_ms"])
+        for i, text in enumerate(lat_texts):
+            for precision in (PRECISIONS if i % 2 == 0 else PRECISIONS[::-1]):
+                res = predictors[precision].predict_one(text)
+                ms[precision].append(res["latency_ms"])
             tokens.append(res.get("tokens", 0))
-    examples = list(getattr(inf, "EXAMPLES", {}).values()) if have_lib else [
-        "A warm, funny and beautifully acted film. I would happily watch it again."]
     with common.Contention() as c_ex:
-        ex_ms = []
-        for _ in range(args.example_repeats):
-            for text in examples:
-                ex_ms.append(predictor.predict_one(text)["latency_ms"])
-    latency = latency_stats(ms)
-    latency["median_tokens"] = int(common.percentile(tokens, 50)) if tokens else None
-    latency["contention"] = c_lat.as_dict()
-    example_latency = latency_stats(ex_ms)
-    example_latency["contention"] = c_ex.as_dict()
-    common.log(f"[inference] latency over {latency['n']} {choice.kind} reviews (median {latency['median_tokens']} tokens): "
-               f"p50 {latency['p50_ms']} ms, p95 {latency['p95_ms']} ms; short examples p50 "
-               f"{example_latency['p50_ms']} ms")
+        for r in range(args.example_repeats):
+            for text in inf.EXAMPLES.values():
+                for precision in (PRECISIONS if r % 2 == 0 else PRECISIONS[::-1]):
+                    ex_ms[precision].append(predictors[precision].predict_one(text)["latency_ms"])
+    latency = {p: latency_stats(ms[p]) for p in PRECISIONS}
+    example_latency = {p: latency_stats(ex_ms[p]) for p in PRECISIONS}
+    median_tokens = int(common.percentile(tokens, 50)) if tokens else None
+    for p in PRECISIONS:
+        common.log(f"[inference] {p}: latency over {len(lat_texts)} {choice.kind} reviews (median {median_tokens} "
+                   f"tokens): p50 {latency[p]['p50_ms']} ms, p95 {latency[p]['p95_ms']} ms; short examples p50 "
+                   f"{example_latency[p]['p50_ms']} ms")
 
-    # 2. CSV batch mode: sorted (the app) vs file order, same reviews, same batch size
+    # 2. CSV batch mode: sorted (the app) vs file order, both precisions, same reviews, same batch size
     df = pd.DataFrame({"review": batch_texts})
     batch: dict[str, dict] = {}
-    frame_fn = getattr(inf, "predict_frame", None) if have_lib else None
-    sorted_predict = predictor.predict
-    for mode in ("sorted", "file_order"):
-        predictor.predict = sorted_predict if mode == "sorted" else types.MethodType(predict_in_file_order, predictor)
+    predicted: dict[str, list] = {}
+    for precision, mode in (("fp32", "sorted"), ("int8", "sorted"), ("int8", "file_order"), ("fp32", "file_order")):
+        predictor = predictors[precision]
+        if mode == "file_order":
+            predictor.predict = types.MethodType(predict_in_file_order, predictor)
         try:
             with common.Contention() as c:
                 t0 = time.perf_counter()
-                if frame_fn is not None:
-                    out = frame_fn(predictor, df, "review", batch_size=args.batch_size)
-                    labels = out["predicted_label"].tolist()
-                else:
-                    labels = [r["label"] for r in predictor.predict(batch_texts, batch_size=args.batch_size)]
+                out = inf.predict_frame(predictor, df, "review", batch_size=args.batch_size)
                 secs = time.perf_counter() - t0
         finally:
-            predictor.predict = sorted_predict
-        batch[mode] = {"reviews": len(batch_texts), "seconds": round(secs, 3),
-                       "reviews_per_s": round(len(batch_texts) / secs, 2) if secs else None,
-                       "labels": labels, "contention": c.as_dict()}
-        common.log(f"[inference] CSV mode, {mode:10s}: {batch[mode]['reviews_per_s']} reviews/s "
+            predictor.__dict__.pop("predict", None)
+        key = f"{precision}_{mode}"
+        predicted[key] = out["predicted_label"].tolist()
+        batch[key] = {"precision": precision, "mode": mode, "reviews": len(batch_texts), "seconds": round(secs, 3),
+                      "reviews_per_s": round(len(batch_texts) / secs, 2) if secs else None, "contention": c.as_dict()}
+        common.log(f"[inference] CSV mode, {precision} {mode:10s}: {batch[key]['reviews_per_s']} reviews/s "
                    f"({len(batch_texts)} reviews in {secs:.1f} s, batch {args.batch_size})")
-    same = batch["sorted"].pop("labels") == batch["file_order"].pop("labels")
-    if choice.kind == "imdb" and frame_fn is not None:  # short reviews too: the built-in demo reviews
+    if choice.kind == "imdb":  # short reviews too: the built-in demo reviews
         short, _, _ = common.load_split(common.choose_data("demo"), "train", None)
-        with common.Contention() as c:
-            t0 = time.perf_counter()
-            frame_fn(predictor, pd.DataFrame({"review": short}), "review", batch_size=args.batch_size)
-            secs = time.perf_counter() - t0
-        batch["sorted_short_reviews"] = {"reviews": len(short), "seconds": round(secs, 3),
-                                         "reviews_per_s": round(len(short) / secs, 2), "contention": c.as_dict(),
-                                         "note": "built-in demo reviews (about 50 tokens each)"}
-        common.log(f"[inference] CSV mode, sorted, short demo reviews: {batch['sorted_short_reviews']['reviews_per_s']} "
-                   "reviews/s")
-    if hasattr(predictor, "__dict__") and "predict" in predictor.__dict__:
-        del predictor.__dict__["predict"]
+        for precision in PRECISIONS:
+            with common.Contention() as c:
+                t0 = time.perf_counter()
+                inf.predict_frame(predictors[precision], pd.DataFrame({"review": short}), "review",
+                                  batch_size=args.batch_size)
+                secs = time.perf_counter() - t0
+            batch[f"{precision}_sorted_short_reviews"] = {
+                "precision": precision, "mode": "sorted_short_reviews", "reviews": len(short),
+                "seconds": round(secs, 3), "reviews_per_s": round(len(short) / secs, 2), "contention": c.as_dict()}
 
-    sorted_rps = batch["sorted"]["reviews_per_s"]
+    # 3. agreement and accuracy
+    names = predictors["fp32"].label_names
+    truth = [names[int(y)] if 0 <= int(y) < len(names) else str(y) for y in batch_labels]
+    n = max(1, len(batch_texts))
+    agreement = sum(a == b for a, b in zip(predicted["fp32_sorted"], predicted["int8_sorted"])) / n
+    accuracy = {p: round(sum(a == t for a, t in zip(predicted[f"{p}_sorted"], truth)) / n, 4) for p in PRECISIONS}
+    same_order = all(predicted[f"{p}_sorted"] == predicted[f"{p}_file_order"] for p in PRECISIONS)
+    common.log(f"[inference] int8 agrees with fp32 on {agreement:.1%} of {n} reviews; accuracy fp32 "
+               f"{accuracy['fp32']}, int8 {accuracy['int8']}")
+
+    app = inf.default_precision()  # what the app and the CLI use: int8 unless LAB_PREDICT_PRECISION says otherwise
     summary = {
         "benchmark": "inference", "command": common.command_line("bench.inference", cli), "data": choice.kind,
-        "data_description": choice.description, "model": args.model,
-        "predictor": "lib.inference.Predictor" if have_lib else "plain transformers (lib.inference missing)",
-        "environment": env, "load_s": round(load_s, 3), "first_prediction_ms": round(first_ms, 1),
+        "data_description": choice.description, "model": args.model, "predictor": "lib.inference.Predictor",
+        "environment": env, "load_s": load_s, "first_prediction_ms": first_ms, "median_tokens": median_tokens,
         "latency": latency, "example_latency": example_latency, "batch_size": args.batch_size, "csv": batch,
-        "same_predictions_sorted_and_file_order": same,
-        "p50_ms": latency["p50_ms"], "p95_ms": latency["p95_ms"], "csv_reviews_per_s": sorted_rps,
-        "csv_reviews_per_s_file_order": batch["file_order"]["reviews_per_s"],
-        "sort_speedup": round(sorted_rps / batch["file_order"]["reviews_per_s"], 3)
-        if batch["file_order"]["reviews_per_s"] else None,
+        "contention": {"latency": c_lat.as_dict(), "examples": c_ex.as_dict()},
+        "same_predictions_sorted_and_file_order": same_order, "int8_agreement": round(agreement, 4),
+        "accuracy": accuracy, "agreement_reviews": n, "app_precision": app,
+        "p50_ms": latency[app]["p50_ms"], "p95_ms": latency[app]["p95_ms"],
+        "csv_reviews_per_s": batch[f"{app}_sorted"]["reviews_per_s"],
+        "csv_reviews_per_s_file_order": batch[f"{app}_file_order"]["reviews_per_s"],
+        "fp32_p50_ms": latency["fp32"]["p50_ms"], "fp32_csv_reviews_per_s": batch["fp32_sorted"]["reviews_per_s"],
     }
-    summary["targets"] = {"p50<=35ms": latency["p50_ms"] <= 35.0, "csv>=40/s": (sorted_rps or 0) >= 40.0}
+    summary["sort_speedup"] = round(summary["csv_reviews_per_s"] / summary["csv_reviews_per_s_file_order"], 3)
+    summary["int8_latency_speedup"] = round(latency["fp32"]["p50_ms"] / latency["int8"]["p50_ms"], 3)
+    summary["int8_csv_speedup"] = round(batch["int8_sorted"]["reviews_per_s"] / batch["fp32_sorted"]["reviews_per_s"], 3)
+    summary["targets"] = {"p50<=35ms": summary["p50_ms"] <= 35.0, "csv>=40/s": (summary["csv_reviews_per_s"] or 0) >= 40.0}
     common.save_json(args.out_dir, args.md_section or "inference", summary)
-    common.update_markdown(args.md, args.md_section or "inference", markdown(summary),
-                           variant=args.md_section)
-    common.emit({k: summary[k] for k in ("data", "model", "p50_ms", "p95_ms", "csv_reviews_per_s",
-                                         "csv_reviews_per_s_file_order", "sort_speedup", "targets")}
-                | {"example_p50_ms": example_latency["p50_ms"], "median_tokens": latency["median_tokens"]})
+    common.update_markdown(args.md, args.md_section or "inference", markdown(summary), variant=args.md_section)
+    common.emit({k: summary[k] for k in ("data", "model", "app_precision", "p50_ms", "p95_ms", "csv_reviews_per_s",
+                                         "csv_reviews_per_s_file_order", "sort_speedup", "fp32_p50_ms",
+                                         "fp32_csv_reviews_per_s", "int8_latency_speedup", "int8_csv_speedup",
+                                         "int8_agreement", "accuracy", "targets")}
+                | {"median_tokens": median_tokens})
     return 0
 
 
 def markdown(s: dict) -> str:
     env = s["environment"]
-    lat, ex = s["latency"], s["example_latency"]
-    rows = [
-        [f"{lat['n']} {'IMDb test' if s['data'] == 'imdb' else 'demo'} reviews, one at a time (median "
-         f"{lat['median_tokens']} tokens)", lat["p50_ms"], lat["p95_ms"], lat["mean_ms"], lat["contention"]["other_cores"]],
-        [f"the Runs page's short example reviews ({ex['n']} predictions)", ex["p50_ms"], ex["p95_ms"], ex["mean_ms"],
-         ex["contention"]["other_cores"]],
-    ]
     kind = "IMDb test" if s["data"] == "imdb" else "demo"
+    lat, ex = s["latency"], s["example_latency"]
+    rows = []
+    for p in PRECISIONS:
+        rows.append([f"{kind} reviews, one at a time (median {s['median_tokens']} tokens)", f"`{p}`",
+                     lat[p]["p50_ms"], lat[p]["p95_ms"], lat[p]["mean_ms"]])
+    for p in PRECISIONS:
+        rows.append([f"the Runs page's short example reviews ({ex[p]['n']} predictions)", f"`{p}`",
+                     ex[p]["p50_ms"], ex[p]["p95_ms"], ex[p]["mean_ms"]])
     names = {"sorted": f"{kind} reviews, length-sorted batches (the app)",
              "file_order": f"{kind} reviews, batches in file order",
              "sorted_short_reviews": "short reviews (built-in demo set, ~50 tokens), length-sorted"}
-    csv_rows = [[names.get(mode, mode), v["reviews"], v["seconds"], v["reviews_per_s"], v["contention"]["other_cores"]]
-                for mode, v in s["csv"].items()]
+    csv_rows = [[names.get(v["mode"], v["mode"]), f"`{v['precision']}`", v["reviews"], v["seconds"], v["reviews_per_s"],
+                 v["contention"]["other_cores"]] for v in s["csv"].values()]
+    app = s["app_precision"]
     lines = [
         "## 4. Inference: single-review latency and CSV batch throughput",
         "",
         f"Command: `{s['command']}`  ",
         f"Machine: {common.machine_line(env)}  ",
-        f"Model: `{s['model']}` through {s['predictor']}, loaded once ({s['load_s']:.2f} s; first prediction "
-        f"{s['first_prediction_ms']:.0f} ms) and warmed up. Data: {s['data_description']}.",
+        f"Model: `{s['model']}` through {s['predictor']} in full precision (`fp32`) and in the app's fast CPU mode "
+        f"(`int8`: dynamic quantization of the encoder's linear layers, per-channel weights; classifier and pooler "
+        f"in float), each loaded once and warmed up, measured alternately. Data: {s['data_description']}.",
         "",
-        common.md_table(["single-review latency", "p50 (ms)", "p95 (ms)", "mean (ms)", "other procs' cores"], rows),
+        common.md_table(["single-review latency", "precision", "p50 (ms)", "p95 (ms)", "mean (ms)"], rows),
         "",
-        common.md_table([f"CSV mode (predict_frame, batch {s['batch_size']})", "reviews", "seconds", "reviews/s",
-                         "other procs' cores"], csv_rows),
+        common.md_table([f"CSV mode (predict_frame, batch {s['batch_size']})", "precision", "reviews", "seconds",
+                         "reviews/s", "other procs' cores"], csv_rows),
         "",
-        f"**p50 {s['p50_ms']} ms** (median review {lat['median_tokens']} tokens) on {'real IMDb' if s['data'] == 'imdb' else 'demo'} reviews (target ≤ 35 ms: "
-        f"{'met' if s['targets']['p50<=35ms'] else 'not met'}); **CSV {s['csv_reviews_per_s']} reviews/s** with "
-        f"length-sorted batches (target ≥ 40: {'met' if s['targets']['csv>=40/s'] else 'not met'}), "
-        f"{s['sort_speedup']}× the file-order batches; predictions identical either way: "
-        f"{'yes' if s['same_predictions_sorted_and_file_order'] else 'no'}.",
+        f"int8 gives the same label as fp32 for **{s['int8_agreement']:.1%}** of the {s['agreement_reviews']:,} "
+        f"CSV reviews; accuracy against their labels: fp32 {s['accuracy']['fp32']}, int8 {s['accuracy']['int8']}"
+        + (" (the bundled base model's head is untrained: accuracy means nothing here)" if s["model"] == "bundled-minilm"
+           else "") + ".",
+        "",
+        f"**p50 {s['p50_ms']} ms** with `{app}` (the app's default; fp32 {s['fp32_p50_ms']} ms, int8 "
+        f"{s['int8_latency_speedup']}× faster) on {'real IMDb' if s['data'] == 'imdb' else 'demo'} reviews "
+        f"(target ≤ 35 ms: {'met' if s['targets']['p50<=35ms'] else 'not met'}); **CSV {s['csv_reviews_per_s']} "
+        f"reviews/s** with `{app}` and length-sorted batches (target ≥ 40: "
+        f"{'met' if s['targets']['csv>=40/s'] else 'not met'}; fp32 {s['fp32_csv_reviews_per_s']}, int8 "
+        f"{s['int8_csv_speedup']}×), {s['sort_speedup']}× the file-order batches; the same labels sorted or in file "
+        f"order: {'yes' if s['same_predictions_sorted_and_file_order'] else 'no'}.",
     ]
-    note = common.shared_note([lat["contention"]["other_cores"], ex["contention"]["other_cores"],
+    note = common.shared_note([s["contention"]["latency"]["other_cores"], s["contention"]["examples"]["other_cores"],
                                *[v["contention"]["other_cores"] for v in s["csv"].values()]], env.get("cpu_count"))
     if note:
         lines += ["", note]

@@ -141,6 +141,39 @@ def _softmax(row) -> list[float]:
     return [e / s for e in exps]
 
 
+# How the weights run on the CPU. int8: dynamic quantization of the encoder's linear layers (weights
+# stored as 8-bit integers per output channel, activations quantized on the fly); the classifier head
+# and pooler stay in float. On 2 CPU cores it roughly halves single-review latency and doubles batch
+# throughput, and agrees with full precision on about 99 % of IMDb reviews (BENCHMARKS.md, inference).
+PRECISIONS = {
+    "int8": "fast CPU mode: int8 weights (dynamic quantization); about 2x faster, agrees with full "
+            "precision on ~99% of reviews",
+    "fp32": "full precision: exactly the numbers the training job evaluated with",
+}
+
+
+def default_precision() -> str:
+    """The precision the app and the CLI predict with unless told otherwise: ``LAB_PREDICT_PRECISION``
+    (``int8`` or ``fp32``) when set, else ``int8``."""
+    value = os.environ.get("LAB_PREDICT_PRECISION", "").strip().lower()
+    return value if value in PRECISIONS else "int8"
+
+
+def quantize_int8(model):
+    """The model with its encoder's ``nn.Linear`` layers dynamically quantized to int8 (per-channel
+    weights); the classifier and pooler keep float weights (they decide the answer and cost nothing)."""
+    import warnings
+    import torch
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+    spec = {name: per_channel_dynamic_qconfig for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and not {"classifier", "pooler"} & set(name.split("."))}
+    if not spec:
+        return model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice: still the CPU int8 path
+        return quantize_dynamic(model, spec, dtype=torch.qint8)
+
+
 _DEFAULT_THREADS: int | None = None
 
 
@@ -165,10 +198,13 @@ def inference_threads() -> int:
 class Predictor:
     """A loaded sentiment model. ``predict(texts)`` and ``explain(text)``; thread-safe."""
 
-    def __init__(self, source: str | os.PathLike, *, max_length: int | None = None):
+    def __init__(self, source: str | os.PathLike, *, max_length: int | None = None, precision: str = "fp32"):
         import torch
         from lib.models import load_model, load_tokenizer
+        if precision not in PRECISIONS:
+            raise ModelError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
         self.source = str(source)
+        self.precision = precision
         self._lock = threading.Lock()
         try:
             if self.source == BASE_MODEL:
@@ -190,6 +226,9 @@ class Predictor:
                 raise ModelError(_missing_message(Path(self.source))) from None
             raise ModelError(f"could not load a sentiment model from {self.source}: {exc}") from None
         self.model.eval()
+        if precision == "int8":
+            self.model = quantize_int8(self.model)
+            self.description += " (int8)"
         cfg = self.model.config
         id2label = getattr(cfg, "id2label", None) or {}
         n = int(getattr(cfg, "num_labels", 0) or len(id2label) or 2)

@@ -9,6 +9,8 @@
 With texts, one JSON object per text is printed: ``{"label": ..., "scores": {label: probability}}``.
 With ``--csv`` (CSV, TSV, JSON Lines or Parquet) the predictions are added as columns and written to
 ``--out`` as CSV; text cells that a spreadsheet would run as a formula are prefixed with ``'``.
+On the CPU predictions run in the fast int8 mode unless ``--precision fp32`` asks for the exact
+full-precision numbers the training job evaluated with.
 
 Exit codes: 0 done, 2 bad input (a short message on stderr).
 """
@@ -43,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="reviews per forward pass (default 16)")
     p.add_argument("--max-length", type=int, default=None, help="longest input in tokens (default: the model's, "
                    "at most 512)")
+    p.add_argument("--precision", choices=["int8", "fp32"], default=None,
+                   help="int8: fast CPU mode (dynamic quantization, about 2x faster, agrees with full precision on "
+                        "~99%% of reviews); fp32: exactly the training job's numbers (default: int8, or "
+                        "$LAB_PREDICT_PRECISION)")
     return p
 
 
@@ -85,11 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _check_args(args)
         _quiet_transformers()
-        from lib.inference import BASE_MODEL, Predictor, check_model_folder, predict_frame, read_table_file, \
-            safe_csv_bytes
+        from lib.inference import BASE_MODEL, Predictor, check_model_folder, default_precision, predict_frame, \
+            read_table_file, safe_csv_bytes
         model = args.model if args.model == BASE_MODEL else str(check_model_folder(args.model))
         table = read_table_file(args.csv, args.text_column) if args.csv else None
-        predictor = Predictor(model, max_length=args.max_length)
+        predictor = Predictor(model, max_length=args.max_length, precision=args.precision or default_precision())
         if table is not None:
             result = predict_frame(predictor, table, args.text_column, batch_size=args.batch_size)
             tmp = Path(args.out).with_name(f".{Path(args.out).name}.tmp{os.getpid()}")

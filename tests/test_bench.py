@@ -79,7 +79,11 @@ def test_inference(tmp_path, tiny_model_dir):
     assert out["p95_ms"] >= out["p50_ms"]
     assert set(out["targets"]) == {"p50<=35ms", "csv>=40/s"}
     assert res["saved"]["same_predictions_sorted_and_file_order"] is True
-    assert res["saved"]["csv"]["sorted"]["reviews"] == 20
+    assert {v["reviews"] for v in res["saved"]["csv"].values()} == {20}
+    assert set(res["saved"]["csv"]) == {"fp32_sorted", "int8_sorted", "int8_file_order", "fp32_file_order"}
+    assert out["app_precision"] == "int8" and out["fp32_p50_ms"] > 0 and 0.0 <= out["int8_agreement"] <= 1.0
+    assert set(out["accuracy"]) == {"fp32", "int8"}
+    assert "`int8`" in res["md"] and "`fp32`" in res["md"]
 
 
 def test_dashboard(tmp_path):

@@ -268,3 +268,34 @@ def test_one_torch_thread_while_the_cpu_is_busy(monkeypatch):
     if default is not None:
         assert default == inf._DEFAULT_THREADS
     torch.set_num_threads(inf._DEFAULT_THREADS)
+
+
+def test_int8_fast_mode_quantizes_the_encoder_and_keeps_its_answers(monkeypatch):
+    """int8 mode: the encoder's linear layers run as dynamically quantized int8, the classifier and pooler
+    stay float, and the encoder's output stays close to full precision (the bundled MiniLM)."""
+    import torch
+    fp32 = inference.Predictor(inference.BASE_MODEL)
+    int8 = inference.Predictor(inference.BASE_MODEL, precision="int8")
+    assert (fp32.precision, int8.precision) == ("fp32", "int8") and int8.description.endswith("(int8)")
+    kinds = {name: type(m).__module__ for name, m in int8.model.named_modules() if type(m).__name__ == "Linear"}
+    assert kinds["classifier"] == kinds["bert.pooler.dense"] == "torch.nn.modules.linear"
+    encoder = [k for k in kinds if ".encoder." in k]
+    assert len(encoder) == 6 * 6 and all("quantized.dynamic" in kinds[k] for k in encoder)
+    assert all("quantized" not in type(m).__module__ for m in fp32.model.modules())
+    enc = fp32.tokenizer(TEXTS, padding=True, truncation=True, max_length=128, return_tensors="pt")
+    with torch.inference_mode():
+        a = fp32.model.bert(**enc).last_hidden_state[:, 0]
+        b = int8.model.bert(**enc).last_hidden_state[:, 0]
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=-1)
+    assert float(cos.min()) > 0.95, cos  # measured ~0.98; unrelated vectors would be near 0
+    # The same text through both: same shape of answer, the latency is measured.
+    r8 = int8.predict_one(TEXTS[1])
+    assert r8["label"] in int8.label_names and r8["latency_ms"] > 0
+    with pytest.raises(ModelError, match="unknown precision 'fp16'"):
+        inference.Predictor(inference.BASE_MODEL, precision="fp16")
+    monkeypatch.delenv("LAB_PREDICT_PRECISION", raising=False)
+    assert inference.default_precision() == "int8"
+    monkeypatch.setenv("LAB_PREDICT_PRECISION", "FP32")
+    assert inference.default_precision() == "fp32"
+    monkeypatch.setenv("LAB_PREDICT_PRECISION", "bogus")
+    assert inference.default_precision() == "int8"

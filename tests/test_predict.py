@@ -133,3 +133,20 @@ def test_csv_errors(run_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "review" in err and "text" in err
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_precision_flag(run_dir):
+    """--precision fp32 gives exactly the library's full-precision scores; int8 (the default) answers too."""
+    sys.path.insert(0, str(ROOT))
+    from lib.inference import Predictor
+    texts = ["A warm, funny film.", "Dull and far too long."]
+    exact = Predictor(run_dir / "model").predict(texts)
+    proc = cli("--model", str(run_dir / "model"), "--precision", "fp32", *texts)
+    assert proc.returncode == 0, proc.stderr
+    for row, ref in zip(check_lines(proc.stdout, 2), exact):
+        assert row["scores"] == pytest.approx({k: round(v, 6) for k, v in ref["scores"].items()}, abs=2e-6)
+    proc = cli("--model", str(run_dir / "model"), "--precision", "int8", *texts)
+    assert proc.returncode == 0, proc.stderr
+    check_lines(proc.stdout, 2)
+    proc = cli("--model", str(run_dir / "model"), "--precision", "fp16", "x")
+    assert proc.returncode == 2 and "invalid choice: 'fp16'" in proc.stderr
