@@ -129,6 +129,14 @@ class TrainConfig:
     teacher: str = _f("", "Distillation", "A finished run id or a saved model folder to distil from.")
     student_layers: int = _f(3, "Distillation", "Student depth: the bundled MiniLM (or the teacher) cut to "
                              "this many layers.", min=1, max=48)
+    student_hidden_size: int | None = _f(None, "Distillation", "A narrower student: a new BERT of this width "
+                                         "(empty = the model's own width, cut to student_layers), initialised "
+                                         "from the teacher where weight shapes match.", min=8, max=4096)
+    student_attention_heads: int | None = _f(None, "Distillation", "Attention heads of a narrower student "
+                                             "(empty = the teacher's; must divide student_hidden_size).", min=1,
+                                             max=64)
+    student_intermediate_size: int | None = _f(None, "Distillation", "Feed-forward width of a narrower student "
+                                               "(empty = 4 x student_hidden_size).", min=8, max=16384)
     temperature: float = _f(2.0, "Distillation", "Softmax temperature for the teacher's soft labels.", min=0,
                             max=100, exclusive_min=True)
     alpha: float = _f(0.5, "Distillation", "Weight of the hard-label loss (1 - alpha goes to the teacher).",
@@ -169,6 +177,14 @@ class TrainConfig:
             errs["max_steps"] = "max_steps must be -1 (use epochs) or a positive number of steps, got 0"
         if self.task == "distill" and not self.teacher.strip():
             errs["teacher"] = "a distillation run needs a teacher: a finished run id or a saved model folder"
+        if self.student_hidden_size is None and (self.student_attention_heads is not None
+                                                  or self.student_intermediate_size is not None):
+            errs["student_hidden_size"] = ("student_attention_heads and student_intermediate_size shape a narrower "
+                                           "student: set student_hidden_size too (or clear them)")
+        if self.student_hidden_size is not None and self.student_attention_heads is not None \
+                and self.student_hidden_size % self.student_attention_heads:
+            errs["student_attention_heads"] = (f"student_hidden_size ({self.student_hidden_size}) must be a multiple "
+                                               f"of student_attention_heads ({self.student_attention_heads})")
         if self.num_nodes > 1 and not self.rdzv_endpoint.strip():
             errs["rdzv_endpoint"] = "training on several machines needs rdzv_endpoint (host:port of node 0)"
         if self.node_rank >= self.num_nodes:

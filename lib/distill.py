@@ -77,13 +77,76 @@ def cut_layers(model, keep: int):
     return student
 
 
+def narrow_student(teacher, layers: int, hidden: int, heads: int | None, intermediate: int | None,
+                   seed: int = 42):
+    """A new, smaller BERT classifier (``layers`` x ``hidden``), randomly initialised (seeded), then given
+    the teacher's weights wherever a tensor has the same shape (student layer i takes the teacher's
+    evenly spaced layer, as ``cut_layers`` picks them). Returns (student, {copied, total, skipped})."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+    encoder = getattr(getattr(teacher, "bert", None), "encoder", None)
+    if encoder is None or not hasattr(encoder, "layer"):
+        raise ModelError("a narrower student needs a BERT teacher (it has no bert.encoder.layer)")
+    total_layers = len(encoder.layer)
+    if layers > total_layers:
+        raise ConfigError({"student_layers": f"student_layers ({layers}) must not exceed the teacher's "
+                                             f"{total_layers} layers"})
+    t_cfg = teacher.config
+    heads = heads or t_cfg.num_attention_heads
+    if hidden % heads:
+        raise ConfigError({"student_attention_heads": f"student_hidden_size ({hidden}) must be a multiple of the "
+                                                      f"number of attention heads ({heads}); set "
+                                                      "student_attention_heads"})
+    cfg_dict = t_cfg.to_dict()
+    cfg_dict.update(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads,
+                    intermediate_size=intermediate or 4 * hidden)
+    cfg_dict.pop("_name_or_path", None)
+    torch.manual_seed(seed)
+    student = BertForSequenceClassification(BertConfig.from_dict(cfg_dict))
+    picked = layers_to_keep(total_layers, layers)
+    source = teacher.state_dict()
+
+    def teacher_name(name: str) -> str:
+        parts = name.split(".")
+        if len(parts) > 3 and parts[:3] == ["bert", "encoder", "layer"]:
+            parts[3] = str(picked[int(parts[3])])
+        return ".".join(parts)
+
+    state = student.state_dict()
+    copied, skipped = 0, []
+    for name, tensor in state.items():
+        src = source.get(teacher_name(name))
+        if src is not None and tuple(src.shape) == tuple(tensor.shape):
+            state[name] = src.clone()
+            copied += 1
+        else:
+            skipped.append(name)
+    student.load_state_dict(state)
+    return student, {"copied": copied, "total": len(state), "skipped": skipped[:50]}
+
+
 def build_student(config, teacher_dir: Path, label_names: list[str]):
+    """The student the config asks for: the teacher (``model='teacher'``) or another BERT cut to
+    ``student_layers`` layers, or, with ``student_hidden_size``, a new narrower BERT initialised from the
+    teacher where shapes match. Returns (student, note for the log)."""
     from lib.models import load_model
+    teacher_spec = f"{teacher_dir}" if str(teacher_dir).startswith("/") else f"./{teacher_dir}"
+    if config.student_hidden_size:
+        teacher = load_model(teacher_spec, label_names)
+        student, report = narrow_student(teacher, config.student_layers, config.student_hidden_size,
+                                         config.student_attention_heads, config.student_intermediate_size,
+                                         seed=config.seed)
+        student.config.id2label, student.config.label2id = teacher.config.id2label, teacher.config.label2id
+        return student, (f"a new {config.student_layers}-layer BERT of width {config.student_hidden_size}; "
+                         f"{report['copied']} of {report['total']} weight tensors copied from the teacher "
+                         "(the rest had other shapes and start random)")
     if config.model == "teacher":
-        base = load_model(f"{teacher_dir}" if str(teacher_dir).startswith("/") else f"./{teacher_dir}", label_names)
+        base = load_model(teacher_spec, label_names)
+        what = "the teacher"
     else:
         base = load_model(config.model, label_names, seed=config.seed)
-    return cut_layers(base, config.student_layers)
+        what = config.model
+    return cut_layers(base, config.student_layers), f"{what} cut to {config.student_layers} layers"
 
 
 def teacher_logits(run_dir: Path, teacher_dir: Path, texts: list[str], max_length: int, batch_size: int = 32):

@@ -430,12 +430,13 @@ def run_job(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> dict
     if config.task == "distill":
         from lib import distill
         teacher_dir = distill.resolve_teacher(config.teacher, run_dir.parent)
-        tokenizer = load_tokenizer(str(teacher_dir) if config.model == "teacher" else config.model)
-        model = distill.build_student(config, teacher_dir, config.label_names)
+        tokenizer = load_tokenizer(str(teacher_dir) if config.model == "teacher" or config.student_hidden_size
+                                   else config.model)
+        model, student_note = distill.build_student(config, teacher_dir, config.label_names)
         logits = distill.teacher_logits(run_dir, teacher_dir, train_ds["text"], config.max_length)
         loaded.dataset["train"] = train_ds.add_column("teacher_logits", [row.tolist() for row in logits])
-        print(f"[lab] distilling {teacher_dir} into {config.student_layers} layers "
-              f"(T={config.temperature}, alpha={config.alpha})", flush=True)
+        print(f"[lab] distilling {teacher_dir} into {student_note} (T={config.temperature}, alpha={config.alpha})",
+              flush=True)
         trainer_extra["remove_unused_columns"] = False
     else:
         tokenizer = load_tokenizer(config.model)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lib import rundir
-from lib.distill import cut_layers, distillation_loss, layers_to_keep
+from lib.distill import cut_layers, distillation_loss, layers_to_keep, narrow_student
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,6 +55,49 @@ def test_layers_are_cut_evenly_and_keep_weights():
     assert len(model.bert.encoder.layer) == 2  # the teacher is untouched
 
 
+def test_narrow_student_takes_the_teachers_weights_where_shapes_match():
+    from lib.errors import ConfigError
+    teacher = BertForSequenceClassification_from_minilm()
+    student, report = narrow_student(teacher, 3, 192, 4, 512, seed=1)
+    cfg = student.config
+    assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size) == (3, 192, 4, 512)
+    assert sum(p.numel() for p in student.parameters()) < sum(p.numel() for p in teacher.parameters()) / 3
+    # Width 192 vs 384: hardly any tensor matches (e.g. the classifier's 2-element bias).
+    assert 0 < report["copied"] < report["total"] and "bert.embeddings.word_embeddings.weight" in report["skipped"]
+    assert torch.equal(student.classifier.bias, teacher.classifier.bias)
+    # Same width, fewer layers: every tensor comes from the teacher, layer i from teacher layer 1, 3, 5.
+    same, full = narrow_student(teacher, 3, 384, None, None)
+    assert full["copied"] == full["total"] and full["skipped"] == []
+    for i, j in enumerate([1, 3, 5]):
+        assert torch.equal(same.bert.encoder.layer[i].output.dense.weight, teacher.bert.encoder.layer[j].output.dense.weight)
+    assert torch.equal(same.bert.embeddings.word_embeddings.weight, teacher.bert.embeddings.word_embeddings.weight)
+    with torch.inference_mode():
+        x = torch.randint(1000, 2000, (2, 12))
+        assert student(input_ids=x).logits.shape == (2, 2)
+    with pytest.raises(ConfigError, match="multiple of the number of attention heads"):
+        narrow_student(teacher, 2, 100, 12, None)
+    with pytest.raises(ConfigError, match="must not exceed the teacher's 6 layers"):
+        narrow_student(teacher, 8, 384, None, None)
+
+
+def BertForSequenceClassification_from_minilm():
+    from lib.models import load_model
+    torch.manual_seed(0)
+    return load_model("bundled-minilm", ["NEGATIVE", "POSITIVE"]).eval()
+
+
+def test_narrow_student_config_checks():
+    from lib.config import preset
+    from lib.errors import ConfigError
+    with pytest.raises(ConfigError) as err:
+        preset("distill", teacher="x", student_attention_heads=4)
+    assert "set student_hidden_size too" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        preset("distill", teacher="x", student_hidden_size=100, student_attention_heads=12)
+    assert "must be a multiple" in str(err.value)
+    assert preset("distill", teacher="x", student_hidden_size=192, student_attention_heads=4).student_hidden_size == 192
+
+
 def test_tiny_distillation_run_exports_a_smaller_working_model(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     common = ["--runs-dir", str(tmp_path), "--set", "max_train_samples=48", "--set", "max_eval_samples=24",
@@ -78,6 +121,7 @@ def test_tiny_distillation_run_exports_a_smaller_working_model(tmp_path):
     clf = pipeline("text-classification", model=str(run_dir / rundir.MODEL))
     assert clf("A lovely film.")[0]["label"] in ("NEGATIVE", "POSITIVE")
     assert clf.model.config.num_hidden_layers == 1
+    assert "the teacher cut to 1 layers" in (run_dir / rundir.LOG).read_text()
     # Teacher vs student, as the Runs page shows them.
     from lib import compare
     teacher_dir = compare.teacher_of(run_dir)
@@ -96,3 +140,27 @@ def test_tiny_distillation_run_exports_a_smaller_working_model(tmp_path):
                           "teacher=20990101-000000-abcdef", *common], cwd=ROOT, capture_output=True, text=True,
                          env=env, timeout=120)
     assert bad.returncode == 2 and "no run 20990101-000000-abcdef" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_narrow_student_run_from_a_saved_teacher_folder(tmp_path):
+    """The other student kind: a new, narrower BERT from a teacher folder, through the real job."""
+    from lib.models import tiny_bert, load_tokenizer
+    teacher_dir = tmp_path / "teacher"
+    tiny_bert(["NEGATIVE", "POSITIVE"]).save_pretrained(teacher_dir)
+    load_tokenizer("tiny-bert").save_pretrained(teacher_dir)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-m", "lib.train", "--preset", "distill", "--runs-dir", str(tmp_path / "runs"),
+                           "--set", f"teacher={teacher_dir}", "--set", "student_layers=1",
+                           "--set", "student_hidden_size=16", "--set", "student_attention_heads=2",
+                           "--set", "max_train_samples=32", "--set", "max_eval_samples=16",
+                           "--set", "num_train_epochs=1", "--set", "save_strategy=no"],
+                          cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_dir = Path(proc.stdout.strip().splitlines()[-1])
+    assert rundir.read_status(run_dir)["state"] == "finished"
+    log = (run_dir / rundir.LOG).read_text()
+    assert "a new 1-layer BERT of width 16" in log and "weight tensors copied from the teacher" in log
+    from transformers import pipeline
+    clf = pipeline("text-classification", model=str(run_dir / rundir.MODEL))
+    assert clf.model.config.hidden_size == 16 and clf.model.config.num_hidden_layers == 1
+    assert clf("A lovely film.")[0]["label"] in ("NEGATIVE", "POSITIVE")
