@@ -164,3 +164,47 @@ def test_narrow_student_run_from_a_saved_teacher_folder(tmp_path):
     clf = pipeline("text-classification", model=str(run_dir / rundir.MODEL))
     assert clf.model.config.hidden_size == 16 and clf.model.config.num_hidden_layers == 1
     assert clf("A lovely film.")[0]["label"] in ("NEGATIVE", "POSITIVE")
+
+
+def test_distillation_run_is_queued_cancelled_and_resumed_like_fine_tuning(tmp_path, monkeypatch):
+    """Through the registry (as the Train page launches it): cancel after a checkpoint, resume, finish;
+    the teacher's cached logits are reused, not recomputed."""
+    import time
+    from lib import runs
+    from lib.config import preset
+    from lib.models import load_tokenizer, tiny_bert
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    teacher_dir = tmp_path / "teacher"
+    tiny_bert(["NEGATIVE", "POSITIVE"]).save_pretrained(teacher_dir)
+    load_tokenizer("tiny-bert").save_pretrained(teacher_dir)
+    runs_dir = tmp_path / "runs"
+    config = preset("distill", teacher=str(teacher_dir), student_layers=1, max_train_samples=200,
+                    max_eval_samples=16, num_train_epochs=4.0, per_device_train_batch_size=8, logging_steps=1,
+                    eval_strategy="no", save_strategy="steps", save_steps=4, save_total_limit=3)
+    run_dir = runs.launch(config, runs_dir, owner="tester")
+
+    def wait(pred, timeout, what):
+        end = time.time() + timeout
+        while time.time() < end:
+            value = pred()
+            if value:
+                return value
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}: {rundir.read_status(run_dir)}")
+
+    wait(lambda: list((run_dir / rundir.CHECKPOINTS).glob("checkpoint-*/trainer_state.json"))
+         if (run_dir / rundir.CHECKPOINTS).is_dir() else None, 200, "a checkpoint")
+    logits = run_dir / "teacher_logits.npy"
+    assert logits.is_file()
+    stamp = logits.stat().st_mtime_ns
+    status = runs.cancel(run_dir, grace_s=10, by="tester")
+    assert status["state"] == "cancelled" and status["step"] < status["total_steps"] == 100
+    runs.resume(run_dir)
+    final = wait(lambda: (s := runs.get_status(run_dir))["state"] not in ("queued", "running") and s, 300,
+                 "the resumed run to end")
+    assert final["state"] == "finished" and final["step"] == final["total_steps"] == 100 and final["attempt"] == 2
+    log = (run_dir / rundir.LOG).read_text()
+    assert "resuming from checkpoint-" in log
+    assert logits.stat().st_mtime_ns == stamp  # cached in the run directory: not paid for twice
+    assert (run_dir / rundir.MODEL / "model.safetensors").is_file()
+    assert runs.list_runs(runs_dir)[0]["state"] == "finished"
