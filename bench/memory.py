@@ -202,7 +202,7 @@ def settle(page, timeout_s: float = 180) -> None:
 
 def switch_to(page, title: str) -> None:
     nav = page.locator('[data-testid="stSidebarNav"]')
-    nav.locator(f'a[href$="/{title.lower()}"]').first.click()  # the pages' url_path
+    nav.get_by_role("link", name=re.compile(rf"\b{title}\b")).first.click()  # Home lives at "/", not "/home"
     page.locator("h1").first.wait_for(timeout=180_000)
     settle(page)
 

@@ -61,12 +61,16 @@ def _yes(flag) -> str:
 
 def rows_from(out_dir: Path) -> list[list]:
     rows: list[list] = []
-    t = _load(out_dir, "train_throughput")
-    if t and t.get("ratio") is not None:
-        rows.append(["1. training speed, project ÷ tutorial (IMDb, max_length 512)", "≥ 2.0×",
+    for name, label in (("train_throughput", "1 pass per variant"),
+                        ("train_throughput_passive", "2 mirrored passes, OMP_WAIT_POLICY=PASSIVE")):
+        t = _load(out_dir, name)
+        if not t or t.get("ratio") is None:
+            continue
+        rows.append([f"1. training speed, project ÷ tutorial (IMDb, max_length 512; {label})", "≥ 2.0×",
                      f"{t['ratio']:.2f}× ({t['project_samples_per_s']:.2f} vs {t['tutorial_samples_per_s']:.2f} samples/s, "
-                     f"{t['samples']} reviews, {t['data']})", _yes(t["targets"]["ratio>=2.0"])])
-        rows.append(["1. project padding efficiency", "≥ 0.95",
+                     f"{t['samples']} reviews, {t['data']}; per CPU-second "
+                     f"{t['cpu_time_speedup_vs_tutorial']['project']:.2f}×)", _yes(t["targets"]["ratio>=2.0"])])
+        rows.append([f"1. project padding efficiency ({label})", "≥ 0.95",
                      f"{t['project_padding_efficiency']:.3f} (tutorial {t['tutorial_padding_efficiency']:.3f})",
                      _yes(t["targets"]["project_padding_efficiency>=0.95"])])
     a = _load(out_dir, "accuracy")
