@@ -266,6 +266,12 @@ def markdown(s: dict) -> str:
                      f"pad to their longest review: mean width {s['variants']['dynamic']['mean_batch_width']:.0f} "
                      f"tokens vs {s['variants']['tutorial']['mean_batch_width']:.0f}); adding length-grouped batches "
                      f"{d['project']:.2f}× (mean width {s['variants']['project']['mean_batch_width']:.0f}).")
+    project = s["variants"].get("project") or {}
+    if project.get("collate_share") is not None:
+        lines.append(f"DataLoader: the collator (dynamic padding included) took {project['collate_s']:.3f} s of "
+                     f"{project['train_s']:.0f} s of training ({project['collate_share']:.3%}), so background "
+                     "DataLoader workers have nothing to hide on a CPU; `dataloader_num_workers` stays 0 by default "
+                     "(a config field for GPU machines).")
     note = common.shared_note([v["contention"]["other_cores"] for v in s["variants"].values()], env.get("cpu_count"))
     if note:
         lines += ["", note]
