@@ -177,22 +177,87 @@ def quantize_int8(model):
 _DEFAULT_THREADS: int | None = None
 
 
+class OtherLoad:
+    """How many CPU cores *other* processes keep busy: the kernel's busy time for the whole machine minus
+    this process's own CPU time, over the last ``interval`` seconds, sampled by a daemon thread.
+
+    The load average would not do: a batch of predictions keeps this process's own threads running,
+    raises the load average and would then throttle itself. Hysteresis keeps the decision steady: busy
+    from ``cores - 0.5`` other cores on, idle again below ``cores / 2``.
+    """
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self.cores = os.cpu_count() or 1
+        self.other: float | None = None   # None until the first interval has passed
+        self.busy = False
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float]:
+        import psutil
+        t = psutil.cpu_times()
+        machine = sum(getattr(t, k, 0.0) for k in ("user", "nice", "system", "irq", "softirq", "steal"))
+        own = os.times()
+        return time.monotonic(), machine, own.user + own.system
+
+    def update(self, before: tuple[float, float, float], after: tuple[float, float, float]) -> float:
+        elapsed = after[0] - before[0]
+        other = max(0.0, ((after[1] - before[1]) - (after[2] - before[2])) / max(elapsed, 1e-6))
+        with self._lock:
+            self.other = other
+            if self.busy:
+                self.busy = other >= self.cores / 2
+            else:
+                self.busy = other >= self.cores - 0.5
+        return other
+
+    def _run(self) -> None:
+        before = self._sample()
+        while True:
+            time.sleep(self.interval)
+            after = self._sample()
+            self.update(before, after)
+            before = after
+
+    def start(self) -> "OtherLoad":
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="lab-other-load", daemon=True)
+                self._thread.start()
+        return self
+
+    def is_busy(self) -> bool:
+        """Whether other processes keep (nearly) every core busy. Before the first sample: the load
+        average, taken before this process has done any work of its own."""
+        self.start()
+        with self._lock:
+            if self.other is not None:
+                return self.busy
+        try:
+            return os.getloadavg()[0] >= self.cores - 0.5
+        except OSError:
+            return False
+
+
+OTHER_LOAD = OtherLoad()
+
+
 def inference_threads() -> int:
-    """Torch threads for the next prediction: all of them on an idle machine, one while the CPU is busy.
+    """Torch threads for the next prediction: all of them on an idle machine, one while other processes
+    keep every core busy.
 
     OpenMP threads spin while they wait; when a training job already keeps every core busy, two
     spinning inference threads fight it and a single review went from ~30 ms to 500-900 ms on two
-    cores (BENCHMARKS.md, fast path). One thread keeps the tryout responsive next to a job.
+    cores (BENCHMARKS.md, fast path). One thread keeps the tryout responsive next to a job. Only
+    *other* processes count (``OtherLoad``): a long batch of predictions must not throttle itself.
     """
     global _DEFAULT_THREADS
     import torch
     if _DEFAULT_THREADS is None:
         _DEFAULT_THREADS = torch.get_num_threads()
-    try:
-        busy = os.getloadavg()[0] >= (os.cpu_count() or 1) - 0.5
-    except OSError:
-        busy = False
-    return 1 if busy else _DEFAULT_THREADS
+    return 1 if OTHER_LOAD.is_busy() else _DEFAULT_THREADS
 
 
 class Predictor:

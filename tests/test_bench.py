@@ -132,18 +132,27 @@ def test_fastpath(tmp_path):
 @pytest.mark.slow
 def test_accuracy_runs_both_pipelines_and_reuses_results(tmp_path):
     args = ["--model", "tiny-bert", "--data", "demo", "--train-samples", "24", "--eval-samples", "16",
-            "--epochs", "1", "--max-length", "48"]
+            "--epochs", "1", "--max-length", "48", "--seeds", "1,2"]
     res = run_bench("accuracy", args, tmp_path)
-    out = res["stdout"]
-    for name in ("project", "tutorial"):
-        for key in ("accuracy", "f1", "wall_s", "train_s", "eval_s"):
-            assert out[name][key] is not None, (name, key)
-        assert 0 <= out[name]["accuracy"] <= 1
-    assert 0 <= out["baseline"]["accuracy"] <= 1
-    assert {"accuracy_delta_points", "within_1_point", "all_beat_baseline"} <= set(out)
+    out, saved = res["stdout"], res["saved"]
+    assert set(saved["seeds"]) == {"1", "2"}
+    for seed, row in saved["seeds"].items():
+        for name in ("project", "tutorial"):
+            for key in ("accuracy", "f1", "wall_s", "train_s", "eval_s"):
+                assert row[name][key] is not None, (seed, name, key)
+        assert 0 <= row["baseline"]["accuracy"] <= 1
+    for name in ("project", "tutorial"):  # the summary is the mean over seeds
+        mean = sum(saved["seeds"][s][name]["accuracy"] for s in ("1", "2")) / 2
+        assert out[name]["accuracy"] == pytest.approx(mean, abs=1e-4) and out[name]["runs"] == 2
+    assert len(out["accuracy_delta_points_per_seed"]) == 2
+    assert out["accuracy_delta_points"] == pytest.approx(
+        sum(out["accuracy_delta_points_per_seed"]) / 2, abs=0.02)
+    assert {"within_1_point", "all_beat_baseline"} <= set(out)
+    assert "Mean over 2 seed(s)" in res["md"]
     # a second invocation reuses the saved pipelines instead of training again
     again = run_bench("accuracy", args + ["--pipeline", "project"], tmp_path)
     assert again["stdout"]["project"] == out["project"] and again["stdout"]["tutorial"] == out["tutorial"]
+    assert again["saved"]["seeds"] == saved["seeds"]
 
 
 @pytest.mark.slow

@@ -256,18 +256,59 @@ def test_predict_frame_and_uploads(predictor, tmp_path):
     assert list((tmp_path / "_uploads").iterdir()) == []
 
 
-def test_one_torch_thread_while_the_cpu_is_busy(monkeypatch):
-    """Next to a training job that keeps every core busy, spinning OpenMP threads would fight it."""
+def test_other_load_counts_only_other_processes_with_hysteresis():
+    """The decision rule on given counters: (time, machine busy seconds, own CPU seconds)."""
+    load = inference.OtherLoad()
+    load.cores = 2
+    # This process alone kept both cores busy (a big CSV batch): nobody else is there.
+    assert load.update((0.0, 0.0, 0.0), (1.0, 1.95, 1.9)) == pytest.approx(0.05) and not load.busy
+    # Others keep 1.8 cores busy (a training job): busy.
+    assert load.update((0.0, 0.0, 0.0), (1.0, 2.0, 0.2)) == pytest.approx(1.8) and load.busy
+    # The job now shares the cores with our one thread (1.2 cores): still busy (hysteresis) ...
+    load.update((0.0, 0.0, 0.0), (1.0, 2.0, 0.8))
+    assert load.busy
+    # ... until the others use less than half the machine.
+    load.update((0.0, 0.0, 0.0), (1.0, 1.0, 0.1))
+    assert not load.busy
+    load.update((0.0, 0.0, 0.0), (1.0, 1.3, 0.0))
+    assert not load.busy  # 1.3 < 1.5: not busy from idle
+
+
+def test_one_torch_thread_while_other_processes_keep_every_core_busy(monkeypatch):
+    """Real processes: busy children make the sampler report other load and predictions drop to one
+    thread; this process's own CPU time is measured (and subtracted) across all its threads."""
+    import time
     import torch
-    from lib import inference as inf
-    default = inf.inference_threads() if os.getloadavg()[0] < (os.cpu_count() or 1) - 0.5 else None
-    monkeypatch.setattr(inf.os, "getloadavg", lambda: (float(os.cpu_count() or 1) + 1.0, 0.0, 0.0))
-    assert inf.inference_threads() == 1
-    monkeypatch.setattr(inf.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
-    assert inf.inference_threads() == inf._DEFAULT_THREADS >= 1
-    if default is not None:
-        assert default == inf._DEFAULT_THREADS
-    torch.set_num_threads(inf._DEFAULT_THREADS)
+    load = inference.OtherLoad(interval=0.5)
+    cores = load.cores
+    hogs = [subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 20\nwhile time.time() < end: pass"])
+            for _ in range(cores)]
+    try:
+        before = load._sample()
+        time.sleep(1.5)
+        after = load._sample()
+        other = load.update(before, after)
+        assert other >= cores - 0.5 and load.busy, other
+        monkeypatch.setattr(inference, "OTHER_LOAD", load)
+        load.other = other  # the sampler thread is not started here; is_busy reads the decision
+        monkeypatch.setattr(load, "start", lambda: load)
+        assert inference.inference_threads() == 1
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    # Own work is measured over every thread of this process.
+    torch.set_num_threads(max(2, inference._DEFAULT_THREADS or 2))
+    before = load._sample()
+    x = torch.randn(600, 600)
+    t_end = time.monotonic() + 1.0
+    while time.monotonic() < t_end:
+        x = torch.tanh(x @ x)
+    after = load._sample()
+    assert after[2] - before[2] >= 0.5
+    load.update((0.0, 0.0, 0.0), (1.0, 0.1, 0.1))
+    assert not load.busy and inference.inference_threads() == inference._DEFAULT_THREADS
+    torch.set_num_threads(inference._DEFAULT_THREADS)
 
 
 def test_int8_fast_mode_quantizes_the_encoder_and_keeps_its_answers(monkeypatch):
