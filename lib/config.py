@@ -71,6 +71,9 @@ class TrainConfig:
                       "longest_in_map_batch: the tutorial's padding=True inside map; max_length: pad everything "
                       "to max_length.", choices=PADDING_CHOICES)
     group_by_length: bool = _f(True, "Model", "Batch reviews of similar length together (less padding).")
+    shuffle_length_groups: bool = _f(False, "Model", "With group_by_length: serve the length-grouped batches in "
+                                     "random order instead of upstream's long-to-short runs (the same batches, "
+                                     "so the same padding).")
     sort_eval_by_length: bool = _f(True, "Model", "Evaluate in length-sorted batches (less padding, about "
                                    "1.8x faster with dynamic padding); predictions are put back in dataset "
                                    "order.")

@@ -301,13 +301,30 @@ def make_trainer_class():
     from transformers import Trainer
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
+    class ShuffledLengthGroupedSampler(LengthGroupedSampler):
+        """Upstream's length-grouped batches (random mega-batches of 50 batches, sorted by length inside),
+        served in random order: the first (longest) batch stays first so memory problems show at once."""
+
+        def __iter__(self):
+            from transformers.trainer_pt_utils import get_length_grouped_indices
+            indices = get_length_grouped_indices(self.lengths, self.batch_size, generator=self.generator)
+            batches = [indices[i:i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
+            if len(batches) > 2:
+                rest = torch.randperm(len(batches) - 1, generator=self.generator).tolist()
+                batches = [batches[0]] + [batches[1 + k] for k in rest]
+            return iter([i for b in batches for i in b])
+
     class LabTrainer(Trainer):
         lab_train_lengths: list[int] | None = None
 
+        lab_shuffle_groups: bool = False
+        lab_sampler_cls = ShuffledLengthGroupedSampler
+
         def _get_train_sampler(self, train_dataset=None):
             if self.args.train_sampling_strategy == "group_by_length" and self.lab_train_lengths is not None:
-                return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                                            lengths=self.lab_train_lengths)
+                cls = ShuffledLengthGroupedSampler if self.lab_shuffle_groups else LengthGroupedSampler
+                return cls(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                           lengths=self.lab_train_lengths)
             return super()._get_train_sampler(train_dataset)
 
         def _get_eval_sampler(self, eval_dataset):
@@ -466,6 +483,7 @@ def run_job(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> dict
                          callbacks=[RunDirCallback(run_dir, elapsed_before=elapsed_before)])
     trainer.lab_train_lengths = (list(tokenized["train"].with_format(None)["length"]) if config.group_by_length
                                  else None)
+    trainer.lab_shuffle_groups = config.shuffle_length_groups
 
     checkpoint = None
     if resume:

@@ -95,3 +95,24 @@ def test_tokenizer_identity_ignores_the_last_calls_padding_and_truncation():
     before = tokcache.tokenizer_identity(tok)
     tok(["a short review", "another, a little longer review"], padding="max_length", truncation=True, max_length=16)
     assert tokcache.tokenizer_identity(tok) == before
+
+
+def test_shuffled_length_groups_serve_upstreams_batches_in_random_order():
+    import torch
+    from lib.train import make_trainer_class
+    trainer_cls = make_trainer_class()
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+    lengths = [int(x) for x in torch.randint(5, 500, (800,), generator=torch.Generator().manual_seed(0))]
+    sampler_cls = trainer_cls.__dict__.get("lab_sampler_cls")
+    assert sampler_cls is not None
+    up = list(LengthGroupedSampler(8, lengths=lengths, generator=torch.Generator().manual_seed(1)))
+    ours = list(sampler_cls(8, lengths=lengths, generator=torch.Generator().manual_seed(1)))
+    assert sorted(ours) == list(range(800))
+    batches = lambda xs: [tuple(xs[i:i + 8]) for i in range(0, len(xs), 8)]  # noqa: E731
+    assert batches(ours)[0] == batches(up)[0] and max(lengths[i] for i in ours[:8]) == max(lengths)
+    assert sorted(batches(ours)) == sorted(batches(up))  # the same batches: the same padding
+    assert batches(ours) != batches(up)  # in another order
+    # upstream runs long-to-short inside each mega-batch of 50 batches; ours does not
+    widths = [max(lengths[i] for i in b) for b in batches(ours)]
+    descending = sum(a >= b for a, b in zip(widths, widths[1:])) / (len(widths) - 1)
+    assert descending < 0.7
