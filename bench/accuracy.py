@@ -40,12 +40,16 @@ PIPELINES = {
                  "tokenization_cache": False},
     "project": {"padding": "dynamic", "group_by_length": True, "sort_eval_by_length": True,
                 "tokenization_cache": True},
+    # An experiment: the same length-grouped batches, served in random order (shuffle_length_groups).
+    "project_shuffled": {"padding": "dynamic", "group_by_length": True, "shuffle_length_groups": True,
+                         "sort_eval_by_length": True, "tokenization_cache": True},
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.accuracy", description=__doc__.split("\n\n")[0])
-    p.add_argument("--pipeline", choices=["project", "tutorial", "both"], default="both")
+    p.add_argument("--pipeline", choices=[*PIPELINES, "both"], default="both",
+                   help="both = project and tutorial; project_shuffled is an experiment run on request")
     p.add_argument("--train-samples", type=int, default=2000)
     p.add_argument("--eval-samples", type=int, default=5000)
     p.add_argument("--epochs", type=float, default=1.0, help="training epochs (default 1 to keep it to about an "
@@ -127,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         sargs.seed = seed
         key = settings_key(sargs, choice)
         tag = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
-        for pipeline in ("project", "tutorial"):
+        for pipeline in PIPELINES:
             path = out_dir / f"{pipeline}-{tag}.json"
             saved = json.loads(path.read_text()) if path.exists() else None
             if pipeline in wanted and (saved is None or args.force):
@@ -157,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             row["baseline"] = {k: base.get(k) for k in ("accuracy", "f1", "seconds")}
         summary["seeds"][str(seed)] = row
     complete = [r for r in summary["seeds"].values() if "project" in r and "tutorial" in r]
-    for name in ("project", "tutorial"):
+    for name in PIPELINES:
         have = [r[name] for r in summary["seeds"].values() if name in r]
         if have:
             summary[name] = {"accuracy": _mean([h["accuracy"] for h in have]), "f1": _mean([h["f1"] for h in have]),
@@ -175,6 +179,12 @@ def main(argv: list[str] | None = None) -> int:
         summary["within_1_point"] = abs(mean_p - mean_t) <= 0.010
         summary["all_beat_baseline"] = all(r[n]["accuracy"] > r["baseline"]["accuracy"] for r in complete
                                            for n in ("project", "tutorial") if "baseline" in r)
+    shuffled = [r for r in summary["seeds"].values() if "project_shuffled" in r and "tutorial" in r]
+    if shuffled:
+        d = [(r["project_shuffled"]["accuracy"] - r["tutorial"]["accuracy"]) * 100 for r in shuffled]
+        summary["shuffled_delta_points"] = round(sum(d) / len(d), 2)
+        summary["shuffled_delta_points_per_seed"] = [round(x, 2) for x in d]
+        summary["shuffled_within_1_point"] = abs(sum(d) / len(d)) <= 1.0
     common.save_json(args.out_dir, args.md_section or "accuracy", summary)
     if summary["seeds"]:
         common.update_markdown(args.md, args.md_section or "accuracy", markdown(summary), variant=args.md_section)
@@ -184,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 LABELS = {"tutorial": "tutorial (padding=True in map, random batches)",
-          "project": "project (dynamic padding + length-grouped batches)"}
+          "project": "project (dynamic padding + length-grouped batches)",
+          "project_shuffled": "experiment: project with the length-grouped batches in random order"}
 
 
 def markdown(summary: dict, *_ignored) -> str:
@@ -192,7 +203,7 @@ def markdown(summary: dict, *_ignored) -> str:
     s = summary["settings"]
     rows = []
     for seed, r in summary["seeds"].items():
-        for name in ("tutorial", "project"):
+        for name in ("tutorial", "project", "project_shuffled"):
             if name in r:
                 x = r[name]
                 rows.append([seed, LABELS[name], x["accuracy"], x["f1"], x["wall_s"], x["train_s"], x["eval_s"],
@@ -225,6 +236,14 @@ def markdown(summary: dict, *_ignored) -> str:
             f"1.0 → {'met' if summary['within_1_point'] else 'not met'}); per seed "
             f"{', '.join(f'{d:+.2f}' for d in per)} points. TF-IDF mean {summary['baseline']['accuracy']:.4f}; both "
             f"transformer pipelines beat it on every seed: {'yes' if summary['all_beat_baseline'] else 'no'}.")
+        if "shuffled_delta_points" in summary:
+            lines.append("")
+            lines.append(
+                f"Experiment, the same length-grouped batches served in random order (`shuffle_length_groups`): "
+                f"{summary['project_shuffled']['accuracy']:.4f} over {summary['project_shuffled']['runs']} seed(s), "
+                f"{summary['shuffled_delta_points']:+.2f} points from the tutorial (per seed "
+                f"{', '.join(f'{d:+.2f}' for d in summary['shuffled_delta_points_per_seed'])}; within 1.0: "
+                f"{'yes' if summary['shuffled_within_1_point'] else 'no'}).")
         lines.append("")
         lines.append("Wall times are reported as measured; they are only comparable between rows with a similar "
                      "\"other procs' cores\" value (the machine was shared). The side-by-side speed comparison is "
