@@ -116,6 +116,7 @@ def run_variant(name: str, dataset, tokenizer, cfg, workdir: Path) -> dict:
                                    processing_class=tokenizer, data_collator=collator)
     trainer.lab_train_lengths = (list(tokenized["train"].with_format(None)["length"]) if cfg.group_by_length
                                  else None)
+    trainer.lab_shuffle_groups = cfg.shuffle_length_groups  # the same batches either way
     with common.Contention() as cont:
         t1 = time.perf_counter()
         out = trainer.train()
