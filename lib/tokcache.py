@@ -79,7 +79,7 @@ def prune(folder: Path, max_bytes: int = MAX_CACHE_BYTES, *, keep: set[str] = fr
 
 
 def map_tokenize(dataset, tokenizer, max_length: int, padding: str, *, cache_dir: Path | None = None,
-                 desc: str = "Tokenizing"):
+                 tokenizer_id: str | None = None, desc: str = "Tokenizing"):
     """``dataset.map(tokenize, batched=True)``: adds ``input_ids``, ``attention_mask`` (and
     ``token_type_ids``) and a ``length`` column (real tokens), keeping ``text`` and ``label``.
     With ``cache_dir``, the result is read from / written to the shared cache. Returns (dataset, hit)."""
@@ -93,7 +93,8 @@ def map_tokenize(dataset, tokenizer, max_length: int, padding: str, *, cache_dir
     if cache_dir is None:
         return dataset.map(tokenize, batched=True, desc=desc), False
     cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"tok-{cache_key(dataset, tokenizer_identity(tokenizer), max_length, padding)}.arrow"
+    tokenizer_id = tokenizer_id or tokenizer_identity(tokenizer)  # callers with several splits hash it once
+    path = cache_dir / f"tok-{cache_key(dataset, tokenizer_id, max_length, padding)}.arrow"
     hit = path.is_file()
     out = dataset.map(tokenize, batched=True, cache_file_name=str(path), load_from_cache_file=True, desc=desc)
     if hit:

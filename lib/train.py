@@ -322,7 +322,7 @@ def make_trainer_class():
 
         def _get_train_sampler(self, train_dataset=None):
             if self.args.train_sampling_strategy == "group_by_length" and self.lab_train_lengths is not None:
-                cls = ShuffledLengthGroupedSampler if self.lab_shuffle_groups else LengthGroupedSampler
+                cls = self.lab_sampler_cls if self.lab_shuffle_groups else LengthGroupedSampler
                 return cls(self.args.train_batch_size * self.args.gradient_accumulation_steps,
                            lengths=self.lab_train_lengths)
             return super()._get_train_sampler(train_dataset)
@@ -346,9 +346,10 @@ def tokenize_dataset(dataset, tokenizer, config: TrainConfig, *, cache_dir: Path
     from lib import tokcache
     use_cache = cache_dir is not None and config.tokenization_cache
     out, hits = {}, []
+    tokenizer_id = tokcache.tokenizer_identity(tokenizer) if use_cache else None
     for split, ds in dataset.items():
         out[split], hit = tokcache.map_tokenize(ds, tokenizer, config.max_length, config.padding,
-                                                cache_dir=cache_dir if use_cache else None)
+                                                cache_dir=cache_dir if use_cache else None, tokenizer_id=tokenizer_id)
         if hit:
             hits.append(split)
     tokenized = datasets.DatasetDict(out)
