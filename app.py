@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from lib import hub, sysinfo
+from lib.sources import hub
+from lib.util import sysinfo
 from pages import common
 
 st.set_page_config(page_title="BERT Sentiment Lab", page_icon=":material/reviews:", layout="wide")

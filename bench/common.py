@@ -21,10 +21,14 @@ import re
 import sys
 import time
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
+
+from lib.util import sysinfo
+from lib.util.contention import Contention
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "bench" / "out"
@@ -88,7 +92,7 @@ def choose_data(wanted: str = "auto") -> DataChoice:
     if wanted in ("auto", "imdb") and imdb_available():
         d = imdb_dir()
         return DataChoice("imdb", str(d / "train.parquet"), str(d / "test.parquet"),
-                          f"real IMDb (Maas et al. 2011), read in place from {d}")
+                          f"real IMDb (Maas et al. 2011), read in place from {os.path.relpath(d, ROOT)}")
     return DataChoice("demo", "demo", "", "built-in demo reviews (lib.data.demo_reviews); IMDb not found at "
                       f"{imdb_dir()}" if wanted == "auto" else "built-in demo reviews (lib.data.demo_reviews)")
 
@@ -107,7 +111,7 @@ def load_split(choice: DataChoice, split: str = "train", n: int | None = None, s
     For ``train`` the subset is a seeded shuffle (as ``max_train_samples``), for ``test`` a seeded
     sample kept in dataset order (as ``max_eval_samples``).
     """
-    from lib.data import load_data
+    from lib.sources.data import load_data
     key = "max_train_samples" if split == "train" else "max_eval_samples"
     cfg = base_config(choice, seed=seed, **{key: n}, **fields)
     loaded = load_data(cfg)
@@ -118,18 +122,6 @@ def load_split(choice: DataChoice, split: str = "train", n: int | None = None, s
 # ---------------------------------------------------------------------------------------------------
 # Machine and contention
 # ---------------------------------------------------------------------------------------------------
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in ("torch", "transformers", "tokenizers", "datasets", "accelerate", "streamlit", "numpy",
-                 "psutil", "orjson"):
-        try:
-            mod = __import__(name)
-            out[name] = str(getattr(mod, "__version__", "?"))
-        except ImportError:
-            out[name] = "not installed"
-    return out
-
-
 def environment() -> dict[str, Any]:
     import psutil
     try:
@@ -140,7 +132,7 @@ def environment() -> dict[str, Any]:
         threads, gpu = None, False
     load = os.getloadavg() if hasattr(os, "getloadavg") else (None, None, None)
     return {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu_count": os.cpu_count(),
         "torch_threads": threads,
         "gpu": gpu,
@@ -149,58 +141,8 @@ def environment() -> dict[str, Any]:
         "load_average_1_5_15": [round(x, 2) for x in load] if load[0] is not None else None,
         "thread_env": {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                                                   "TOKENIZERS_PARALLELISM") if k in os.environ},
-        "versions": versions(),
+        "versions": sysinfo.versions(),
     }
-
-
-class Contention:
-    """Cores kept busy by *other* processes while the block ran (system busy − this process tree).
-
-    ``with Contention() as c: ...`` then ``c.other_cores`` (0 on an idle machine, up to the CPU count).
-    """
-
-    def __init__(self) -> None:
-        import psutil
-        self._psutil = psutil
-        self.other_cores: float | None = None
-        self.own_cores: float | None = None
-        self.seconds: float | None = None
-
-    @staticmethod
-    def _busy(t) -> float:
-        return sum(getattr(t, k, 0.0) for k in ("user", "nice", "system", "irq", "softirq", "steal"))
-
-    def _own(self) -> float:
-        me = self._psutil.Process()
-        total = 0.0
-        for p in [me, *me.children(recursive=True)]:
-            try:
-                t = p.cpu_times()
-                total += t.user + t.system
-                if p is me:
-                    total += t.children_user + t.children_system  # children that already exited
-            except self._psutil.Error:
-                continue
-        return total
-
-    def __enter__(self) -> "Contention":
-        self._t0 = time.perf_counter()
-        self._sys0 = self._busy(self._psutil.cpu_times())
-        self._own0 = self._own()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        wall = time.perf_counter() - self._t0
-        sys_busy = self._busy(self._psutil.cpu_times()) - self._sys0
-        own = max(0.0, self._own() - self._own0)
-        self.seconds = wall
-        if wall > 0:
-            self.own_cores = round(own / wall, 3)
-            self.other_cores = round(max(0.0, sys_busy - own) / wall, 3)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"other_cores": self.other_cores, "own_cores": self.own_cores,
-                "seconds": None if self.seconds is None else round(self.seconds, 3)}
 
 
 def shared_note(other_cores: Iterable[float | None], cpu_count: int | None = None) -> str:
@@ -352,7 +294,8 @@ def run_training_job(preset: str, fields: dict[str, Any], runs_dir: str | os.Pat
     data_info, contention}. Raises SystemExit with the log tail when the job fails.
     """
     import subprocess
-    from lib import rundir
+
+    from lib.store import rundir
     runs_dir = Path(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "lib.train", "--preset", preset, "--runs-dir", str(runs_dir), *set_args(fields)]

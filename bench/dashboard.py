@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import shutil
 import statistics
@@ -36,6 +35,10 @@ import time
 from pathlib import Path
 
 from bench import common
+from lib.readers import checkpoints, compare, metrics, predictions, progress
+from lib.registry import reconcile
+from lib.store import jsonl
+from lib.util.contention import Contention
 
 try:
     import orjson
@@ -73,8 +76,8 @@ def _log_row(step: int, total: int, t0: float, rng: random.Random) -> dict:
 
 def make_runs(root: Path, n_runs: int, lines: int, running: int, eval_rows: int, seed: int) -> list[Path]:
     """Write ``n_runs`` run directories with ``lines`` metric lines each."""
-    from lib import rundir
     from lib.config import preset
+    from lib.store import rundir
     rng = random.Random(seed)
     base_cfg = preset("demo").to_dict()
     every = 1000  # eval + save every 1,000 steps
@@ -137,51 +140,43 @@ def make_runs(root: Path, n_runs: int, lines: int, running: int, eval_rows: int,
 # ---------------------------------------------------------------------------------------------------
 def chart_xy(series, event: str, key: str, axis: str = "step") -> tuple[list, list]:
     """What an overlay chart plots for one run, the way the Runs page gets it: ``MetricSeries.xy``
-    (memoized on the series, which lib.logs rebuilds when the rows change) when lib.logs has it."""
-    if hasattr(series, "xy"):
-        return series.xy(event, key, axis)
-    return chart_xy_recomputed(series, event, key, axis)
+    (memoized on the series, which lib.readers.metrics rebuilds when the rows change)."""
+    return series.xy(event, key, axis)
 
 
 def chart_xy_recomputed(series, event: str, key: str, axis: str = "step") -> tuple[list, list]:
     """The same values rebuilt on every call (``column`` + ``x_values``): what the memo saves."""
-    from lib import logs
     rows, values = series.column(event, key)
-    return logs.x_values(rows, axis), values
+    return metrics.x_values(rows, axis), values
 
 
 def load_runs_page(runs_dir: Path, selected: Path | None, charts=chart_xy) -> dict:
     """Everything the Runs page loads; ``charts=None`` loads the run table only (no chart series)."""
-    from lib import logs
-    summaries = logs.list_runs(runs_dir)
+    summaries = reconcile.list_runs(runs_dir)
     points = 0
     configs = {}
     for s in summaries:
-        prog = logs.progress(s.path)
+        prog = progress.progress(s.path, s.status)
         if charts is not None:
-            series = logs.metric_series(s.path)
+            series = metrics.metric_series(s.path)
             x, loss = charts(series, "log", "loss")
             xe, acc = charts(series, "eval", "eval_accuracy")
             points += len(x) + len(xe)
-        logs.final_metrics(s.path)
-        logs.read_baseline(s.path)
-        configs[s.run_id] = logs.read_config(s.path)
+        metrics.final_metrics(s.path)
+        metrics.read_baseline(s.path)
+        configs[s.run_id] = s.config
         assert prog.state
-    logs.compare_configs(configs)
-    checkpoints = frame_rows = 0
+    compare.compare_configs(configs)
+    n_checkpoints = frame_rows = 0
     if selected is not None:
-        checkpoints = len(logs.list_checkpoints(selected))
-        frame_rows = len(logs.predictions_frame(selected))
-    return {"runs": len(summaries), "chart_points": points, "checkpoints": checkpoints, "prediction_rows": frame_rows}
+        n_checkpoints = len(checkpoints.list_checkpoints(selected))
+        frame_rows = len(predictions.predictions_frame(selected))
+    return {"runs": len(summaries), "chart_points": points, "checkpoints": n_checkpoints, "prediction_rows": frame_rows}
 
 
 def _clear_caches() -> None:
-    from lib import logs
-    logs.clear_cache()
-    for name in dir(logs):
-        obj = getattr(logs, name)
-        if name.endswith("_CACHE") and isinstance(obj, dict):
-            obj.clear()
+    jsonl.clear_cache()
+    checkpoints.clear_cache()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,10 +184,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(cli)
     common.quiet()
     env = common.environment()
-    try:
-        from lib import logs  # noqa: F401
-    except ImportError:
-        raise SystemExit("error: lib.logs is missing: the dashboard benchmark measures it") from None
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-dashboard-"))
     try:
@@ -205,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         selected = paths[-1]
         import numpy  # noqa: F401 - imports are not what we time
         import pandas  # noqa: F401
-        with common.Contention() as cont:
+        with Contention() as cont:
             _clear_caches()
             t0 = time.perf_counter()
             info = load_runs_page(tmp, selected)
@@ -228,9 +219,8 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 live_info = load_runs_page(tmp, selected)
                 live_times.append(time.perf_counter() - t0)
-            from lib import logs
             t0 = time.perf_counter()
-            n_ck = sum(len(logs.list_checkpoints(p)) for p in paths)
+            n_ck = sum(len(checkpoints.list_checkpoints(p)) for p in paths)
             all_ck = time.perf_counter() - t0
             table_times, memo_times = [], []
             for _ in range(max(1, args.repeats)):
@@ -256,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                "cold_s": cold_s, "warm_s": warm_s, "live_s": live_s, "warm_runs_s": [round(x, 4) for x in warm_times],
                "all_checkpoints_s": round(all_ck, 3), "all_checkpoints": n_ck, "contention": cont.as_dict(),
                "warm_table_only_s": table_s, "warm_recomputed_chart_series_s": recomputed_s,
-               "chart_series_memoized_by_lib": hasattr(logs.MetricSeries, "xy"),
+               "chart_series_memoized_by_lib": hasattr(metrics.MetricSeries, "xy"),
                "targets": {"cold<=1s": cold_s <= 1.0, "warm<=1s": warm_s <= 1.0}}
     if args.keep:
         summary["runs_dir"] = str(tmp)

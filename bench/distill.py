@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from bench import common
+from lib.util.contention import Contention
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,7 +61,7 @@ def folder_size(path: Path) -> int:
 def teacher_job_from_folder(teacher_dir: Path, args, choice: common.DataChoice) -> dict | None:
     """When --teacher is a run's model/ folder whose run was scored on the same evaluation reviews (same
     data, eval sample, seed and max_length), its final metrics; else None (the teacher is scored here)."""
-    from lib import rundir
+    from lib.store import rundir
     run_dir = teacher_dir.parent
     if teacher_dir.name != rundir.MODEL:
         return None
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                f"wall {student_job['wall_s']:.0f} s")
 
     # Teacher accuracy on the same eval reviews: from its run, or scored here when it came from --teacher.
-    from lib.inference import Predictor
+    from lib.serving.predictor import Predictor
     eval_texts, eval_labels, _ = common.load_split(choice, "test", args.eval_samples, seed=args.seed)
     teacher_run = teacher_job_from_folder(teacher_dir, args, choice) if teacher_job is None else teacher_job
     if teacher_run is not None and teacher_run["data_info"].get("rows", {}).get("test") == len(eval_texts):
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         teacher_f1 = teacher_run["final"].get("eval_f1")
         teacher_scored = "by the job on the same evaluation reviews"
     else:
-        from lib.baseline import classification_metrics
+        from lib.job.baseline import classification_metrics
         tp = Predictor(str(teacher_dir), max_length=args.max_length)
         preds = [r["label_id"] for r in tp.predict(eval_texts, batch_size=16)]
         m = classification_metrics(eval_labels, preds)
@@ -148,10 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     for p in (teacher, student):
         p.predict(speed_texts[:16], batch_size=16)  # warm-up
     rounds: dict[str, list[dict]] = {"teacher": [], "student": []}
-    with common.Contention() as cont:
+    with Contention() as cont:
         for _ in range(max(1, args.rounds)):
             for name, p in (("teacher", teacher), ("student", student)):
-                with common.Contention() as c:
+                with Contention() as c:
                     res = speed(p, speed_texts, latency_texts)
                 res["other_cores"] = c.other_cores
                 rounds[name].append(res)

@@ -24,13 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from bench import common
+from lib.util.contention import Contention
 
 PARTS = ("cache", "attention", "eval_order", "threads", "omp")
 
@@ -62,9 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def part_cache(args, choice, tokenizer) -> dict:
     import datasets
-    from lib.data import load_data
-    from lib import tokcache
-    from lib.train import tokenize_dataset
+
+    from lib.job import tokcache
+    from lib.job.training import tokenize_dataset
+    from lib.sources.data import load_data
     cfg = common.base_config(choice, max_length=args.max_length, max_train_samples=args.cache_train_samples,
                              max_eval_samples=args.cache_eval_samples, model=args.model)
     t0 = time.perf_counter()
@@ -74,7 +75,7 @@ def part_cache(args, choice, tokenizer) -> dict:
     n = {k: len(v) for k, v in dd.items()}
     tmp = Path(tempfile.mkdtemp(prefix="bench-tokcache-"))
     try:
-        with common.Contention() as cont:
+        with Contention() as cont:
             t0 = time.perf_counter()
             current = tokenize_dataset(dd, tokenizer, cfg)
             current_s = time.perf_counter() - t0
@@ -108,7 +109,8 @@ def part_cache(args, choice, tokenizer) -> dict:
 # ---------------------------------------------------------------------------------------------------
 def part_attention(args) -> dict:
     import torch
-    from lib.models import load_model
+
+    from lib.sources.models import load_model
     lengths = [int(x) for x in args.attention_lengths.split(",") if x.strip()]
     models = {}
     for impl in ("sdpa", "eager"):
@@ -118,7 +120,7 @@ def part_attention(args) -> dict:
         models[impl] = (m, torch.optim.AdamW(m.parameters(), lr=1e-5))
     times: dict[str, dict[int, list[float]]] = {impl: {L: [] for L in lengths} for impl in models}
     infer: dict[str, dict[int, list[float]]] = {impl: {L: [] for L in lengths} for impl in models}
-    with common.Contention() as cont:
+    with Contention() as cont:
         for L in lengths:
             x = torch.randint(1000, 20000, (8, L))
             mask = torch.ones_like(x)
@@ -157,10 +159,17 @@ def part_eval_order(args, choice, tokenizer) -> dict:
     import datasets
     import numpy as np
     from transformers import DataCollatorWithPadding, TrainingArguments
+
     from bench.train_throughput import CountingCollator
-    from lib.data import load_data
-    from lib.models import load_model
-    from lib.train import eval_order, make_trainer_class, restore_order, tokenize_dataset, training_arguments_kwargs
+    from lib.job.training import (
+        eval_order,
+        make_trainer_class,
+        restore_order,
+        tokenize_dataset,
+        training_arguments_kwargs,
+    )
+    from lib.sources.data import load_data
+    from lib.sources.models import load_model
     cfg = common.base_config(choice, model=args.model, max_length=args.max_length, max_train_samples=8,
                              max_eval_samples=args.eval_samples, per_device_eval_batch_size=args.eval_batch_size,
                              eval_strategy="no", save_strategy="no", seed=args.seed)
@@ -172,7 +181,7 @@ def part_eval_order(args, choice, tokenizer) -> dict:
     model = load_model(cfg.model, cfg.label_names, seed=cfg.seed)
     results = {}
     preds = {}
-    with tempfile.TemporaryDirectory() as tmp, common.Contention() as cont:
+    with tempfile.TemporaryDirectory() as tmp, Contention() as cont:
         for mode in ("dataset_order", "length_sorted"):
             collator = CountingCollator(DataCollatorWithPadding(tokenizer))
             trainer = make_trainer_class()(model=model, args=TrainingArguments(
@@ -207,14 +216,15 @@ def part_threads(args) -> dict:
     every operator can make 2 threads slower than 1; on an idle machine 2 threads should win.
     """
     import torch
-    from lib.models import load_model
+
+    from lib.sources.models import load_model
     lengths = [int(x) for x in args.thread_lengths.split(",") if x.strip()]
     model = load_model(args.model, ["NEGATIVE", "POSITIVE"], seed=0).eval()
     default = torch.get_num_threads()
     settings = sorted({1, default})
     ms: dict[int, dict[int, list[float]]] = {t: {L: [] for L in lengths} for t in settings}
     try:
-        with common.Contention() as cont, torch.inference_mode():
+        with Contention() as cont, torch.inference_mode():
             for L in lengths:
                 x = torch.randint(1000, 20000, (1, L))
                 for t in settings:  # warm-up
@@ -297,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad or not parts:
         raise SystemExit(f"error: unknown part(s) {', '.join(bad) or '(none)'}; choose from {', '.join(PARTS)}")
     common.quiet()
-    from lib.models import load_tokenizer
+    from lib.sources.models import load_tokenizer
     choice = common.choose_data(args.data)
     env = common.environment()
     tokenizer = load_tokenizer(args.model)

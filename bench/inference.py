@@ -27,6 +27,10 @@ import time
 import types
 
 from bench import common
+from lib.serving import examples
+from lib.serving.batch import predict_frame
+from lib.serving.predictor import Predictor, default_precision, inference_threads
+from lib.util.contention import Contention
 
 PRECISIONS = ("fp32", "int8")
 
@@ -73,7 +77,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(cli)
     common.quiet()
     import pandas as pd
-    from lib import inference as inf
 
     choice = common.choose_data(args.data)
     env = common.environment()
@@ -84,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     predictors, load_s, first_ms = {}, {}, {}
     for precision in PRECISIONS:
         t0 = time.perf_counter()
-        predictors[precision] = inf.Predictor(args.model, precision=precision)
+        predictors[precision] = Predictor(args.model, precision=precision)
         load_s[precision] = round(time.perf_counter() - t0, 3)
         t0 = time.perf_counter()
         predictors[precision].predict_one("A first review to warm the model up.")
@@ -106,15 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     ms: dict[str, list[float]] = {p: [] for p in PRECISIONS}
     ex_ms: dict[str, list[float]] = {p: [] for p in PRECISIONS}
     tokens = []
-    with common.Contention() as c_lat:
+    with Contention() as c_lat:
         for i, text in enumerate(lat_texts):
             for precision in (PRECISIONS if i % 2 == 0 else PRECISIONS[::-1]):
                 res = predictors[precision].predict_one(text)
                 ms[precision].append(res["latency_ms"])
             tokens.append(res.get("tokens", 0))
-    with common.Contention() as c_ex:
+    with Contention() as c_ex:
         for r in range(args.example_repeats):
-            for text in inf.EXAMPLES.values():
+            for text in examples.EXAMPLES.values():
                 for precision in (PRECISIONS if r % 2 == 0 else PRECISIONS[::-1]):
                     ex_ms[precision].append(predictors[precision].predict_one(text)["latency_ms"])
     latency = {p: latency_stats(ms[p]) for p in PRECISIONS}
@@ -137,16 +140,16 @@ def main(argv: list[str] | None = None) -> int:
         if mode == "file_order":
             predictor.predict = types.MethodType(predict_in_file_order, predictor)
         try:
-            with common.Contention() as c:
+            with Contention() as c:
                 t0 = time.perf_counter()
-                out = inf.predict_frame(predictor, df, "review", batch_size=args.batch_size)
+                out = predict_frame(predictor, df, "review", batch_size=args.batch_size)
                 secs = time.perf_counter() - t0
         finally:
             predictor.__dict__.pop("predict", None)
         key = f"{precision}_{mode}"
         predicted[key] = out["predicted_label"].tolist()
         passes.setdefault(key, []).append({"seconds": round(secs, 3), "reviews_per_s": round(len(batch_texts) / secs, 2),
-                                           "threads": inf.inference_threads(), "contention": c.as_dict()})
+                                           "threads": inference_threads(), "contention": c.as_dict()})
         common.log(f"[inference] CSV mode, {precision} {mode:10s}: {len(batch_texts) / secs:.2f} reviews/s "
                    f"({len(batch_texts)} reviews in {secs:.1f} s, batch {args.batch_size})")
     for key, runs in passes.items():
@@ -160,9 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     if choice.kind == "imdb":  # short reviews too: the built-in demo reviews
         short, _, _ = common.load_split(common.choose_data("demo"), "train", None)
         for precision in PRECISIONS:
-            with common.Contention() as c:
+            with Contention() as c:
                 t0 = time.perf_counter()
-                inf.predict_frame(predictors[precision], pd.DataFrame({"review": short}), "review",
+                predict_frame(predictors[precision], pd.DataFrame({"review": short}), "review",
                                   batch_size=args.batch_size)
                 secs = time.perf_counter() - t0
             batch[f"{precision}_sorted_short_reviews"] = {
@@ -179,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     common.log(f"[inference] int8 agrees with fp32 on {agreement:.1%} of {n} reviews; accuracy fp32 "
                f"{accuracy['fp32']}, int8 {accuracy['int8']}")
 
-    app = inf.default_precision()  # what the app and the CLI use: int8 unless LAB_PREDICT_PRECISION says otherwise
+    app = default_precision()  # what the app and the CLI use: int8 unless LAB_PREDICT_PRECISION says otherwise
     summary = {
         "benchmark": "inference", "command": common.command_line("bench.inference", cli), "data": choice.kind,
         "data_description": choice.description, "model": args.model, "predictor": "lib.inference.Predictor",

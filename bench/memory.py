@@ -30,6 +30,7 @@ import urllib.request
 from pathlib import Path
 
 from bench import common
+from lib.util.contention import Contention
 
 CHROMIUM = os.environ.get("LAB_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -127,7 +128,7 @@ def measure_job(runs_dir: Path, overrides: list[str], timeout: float, log_path: 
         argv += ["--set", item]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
     common.log(f"[memory] job: {' '.join(argv[1:])}")
-    with open(log_path, "w", encoding="utf-8") as fh, common.Contention() as cont:
+    with open(log_path, "w", encoding="utf-8") as fh, Contention() as cont:
         t0 = time.perf_counter()
         proc = subprocess.Popen(argv, cwd=common.ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env)
         sampler = Sampler(proc.pid)
@@ -294,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             common.log(f"[memory] job peak RSS {job['peak_rss_mib']} MiB (main process {job['peak_rss_main_process_mib']} "
                        f"MiB), {job['wall_s']:.0f} s")
         else:
-            from lib import rundir
+            from lib.store import rundir
             done = [p for p in rundir.iter_run_dirs(runs_dir) if (p / rundir.MODEL).is_dir()]
             run_id = sorted(done)[-1].name if done else None
         if not args.skip_app:

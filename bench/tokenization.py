@@ -18,6 +18,7 @@ import sys
 import time
 
 from bench import common
+from lib.util.contention import Contention
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     cli = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(cli)
     common.quiet()
-    from lib.models import load_tokenizer
+    from lib.sources.models import load_tokenizer
 
     choice = common.choose_data(args.data)
     env = common.environment()
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
     methods: dict[str, dict] = {}
     try:
-        from lib import tokenization as tk
+        from lib.job import tokenization as tk
         have_lib = hasattr(tk, "length_stats")
     except ImportError:
         tk, have_lib = None, False
@@ -86,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(("backend_encode_batch", "Rust backend encode_batch_fast alone (the call inside length_stats)", backend_only))
 
     reference_lengths = None
-    with common.Contention() as cont:
+    with Contention() as cont:
         for key, label, fn in runs:
-            with common.Contention() as c:
+            with Contention() as c:
                 times, out = _time(fn, args.repeats)
             lengths = list(out.lengths) if key == "length_stats" else list(out)
             if reference_lengths is None:

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from bench import common
+from lib.util.contention import Contention
 
 VARIANTS = {
     "tutorial": {"fields": {"padding": "longest_in_map_batch", "group_by_length": False},
@@ -96,8 +97,9 @@ def run_variant(name: str, dataset, tokenizer, cfg, workdir: Path) -> dict:
     import datasets
     import torch
     from transformers import DataCollatorWithPadding, TrainingArguments, set_seed
-    from lib.models import load_model
-    from lib.train import make_trainer_class, tokenize_dataset, training_arguments_kwargs
+
+    from lib.job.training import make_trainer_class, tokenize_dataset, training_arguments_kwargs
+    from lib.sources.models import load_model
 
     spec = VARIANTS[name]
     set_seed(cfg.seed)
@@ -117,7 +119,7 @@ def run_variant(name: str, dataset, tokenizer, cfg, workdir: Path) -> dict:
     trainer.lab_train_lengths = (list(tokenized["train"].with_format(None)["length"]) if cfg.group_by_length
                                  else None)
     trainer.lab_shuffle_groups = cfg.shuffle_length_groups  # the same batches either way
-    with common.Contention() as cont:
+    with Contention() as cont:
         t1 = time.perf_counter()
         out = trainer.train()
         train_s = time.perf_counter() - t1
@@ -168,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.samples < 1:
         raise SystemExit("error: --samples must be at least 1")
     common.quiet()
-    from lib.data import load_data
-    from lib.models import load_tokenizer
+    from lib.sources.data import load_data
+    from lib.sources.models import load_tokenizer
 
     choice = common.choose_data(args.data)
     env = common.environment()

@@ -209,7 +209,7 @@ class TrainConfig:
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, coerce_strings: bool = False) -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any], *, coerce_strings: bool = False) -> TrainConfig:
         """Build a config from a dict; unknown keys and bad values raise ConfigError (all at once).
 
         With ``coerce_strings`` string values (from a CLI or a text box) are parsed into the field's
@@ -245,7 +245,7 @@ class TrainConfig:
         return obj
 
     @classmethod
-    def from_json(cls, text: str) -> "TrainConfig":
+    def from_json(cls, text: str) -> TrainConfig:
         try:
             data = json.loads(text)
         except ValueError as exc:
@@ -253,7 +253,7 @@ class TrainConfig:
         return cls.from_dict(data)
 
     @classmethod
-    def load(cls, path: str | Path) -> "TrainConfig":
+    def load(cls, path: str | Path) -> TrainConfig:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
@@ -262,12 +262,12 @@ class TrainConfig:
             raise ConfigError({"config": f"config file {path} is not UTF-8 text"}) from None
         return cls.from_json(text)
 
-    def replace(self, **changes: Any) -> "TrainConfig":
+    def replace(self, **changes: Any) -> TrainConfig:
         data = self.to_dict()
         data.update(changes)
         return TrainConfig.from_dict(data)
 
-    def with_overrides(self, assignments: list[str]) -> "TrainConfig":
+    def with_overrides(self, assignments: list[str]) -> TrainConfig:
         """Apply ``key=value`` strings (``--set``)."""
         return TrainConfig.from_dict(apply_overrides(self.to_dict(), assignments))
 
@@ -285,11 +285,20 @@ class TrainConfig:
 
     @property
     def label(self) -> str:
-        """What tables show for this run."""
-        return self.run_name.strip() or f"{self.model} on {self.dataset}"
+        """The run's name, or "<model> on <dataset>" when it has none."""
+        return run_label(dataclasses.asdict(self))
 
 
 # ---------------------------------------------------------------------- field checks
+def run_label(config: dict, fallback: str = "") -> str:
+    """The label a run is shown with: its free-text name, else "<model> on <dataset>" (one rule for
+    every table, the CLI and the Runs page). ``config`` is a config.json dict; ``fallback`` is used when
+    the run has no readable config at all."""
+    if not config:
+        return fallback
+    return str(config.get("run_name") or "").strip() or f"{config.get('model', '?')} on {config.get('dataset', '?')}"
+
+
 def field_info(name: str) -> dict[str, Any]:
     """Metadata (group, help, choices, min, max) and default of a field, for forms."""
     for f in fields(TrainConfig):

@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _check_args(args)
         _quiet_transformers()
-        from lib.inference import BASE_MODEL, Predictor, check_model_folder, default_precision, predict_frame, \
-            read_table_file, safe_csv_bytes
+        from lib.serving.batch import predict_frame, read_table_file, safe_csv_bytes
+        from lib.serving.predictor import BASE_MODEL, Predictor, check_model_folder, default_precision
         model = args.model if args.model == BASE_MODEL else str(check_model_folder(args.model))
         table = read_table_file(args.csv, args.text_column) if args.csv else None
         predictor = Predictor(model, max_length=args.max_length, precision=args.precision or default_precision())

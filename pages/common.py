@@ -4,12 +4,11 @@ Pages stay thin: they read settings from here and call ``lib`` for everything el
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import streamlit as st
 
-from lib.rundir import default_runs_dir
+from lib.store.rundir import default_runs_dir
 
 OWNER_KEY = "lab_owner"
 
@@ -85,12 +84,12 @@ def show_lab_error(exc: Exception) -> None:
 
 def latest_runs(limit: int = 5) -> list[dict]:
     """The newest runs as table rows (reconciled against their processes on every call)."""
-    from lib.runs import list_runs
+    from lib.registry.reconcile import list_runs
     rows = []
     for run in list_runs(runs_dir())[:limit]:
-        acc = run.get("best_eval_accuracy")
-        rows.append({"run": run["id"], "label": run["label"], "owner": run["owner"],
-                     "state": run.get("display_state") or run["state"], "progress": run.get("progress") or 0.0,
-                     "model": run["model"], "dataset": run["dataset"],
+        acc = run.best_eval_accuracy
+        rows.append({"run": run.run_id, "label": run.label, "owner": run.owner,
+                     "state": run.display_state, "progress": run.progress or 0.0,
+                     "model": run.model, "dataset": run.dataset,
                      "best accuracy": None if acc is None else round(float(acc), 4)})
     return rows

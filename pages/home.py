@@ -1,11 +1,9 @@
 """Home: what the lab is for, the three steps, the hardware, and the latest runs."""
 from __future__ import annotations
 
-import time
-
 import streamlit as st
 
-from lib import sysinfo
+from lib.util import sysinfo
 from pages import common
 
 

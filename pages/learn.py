@@ -17,12 +17,14 @@ import altair as alt  # noqa: E402
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from lib import steps as stepslib  # noqa: E402
-from lib import tokenization as tok  # noqa: E402
 from lib.config import BUNDLED_MODEL, TrainConfig  # noqa: E402
 from lib.errors import LabError  # noqa: E402
-from lib.learn_text import LANGUAGES, text  # noqa: E402
+from lib.job import steps as stepslib  # noqa: E402
+from lib.job import tokenization as tok  # noqa: E402
+from lib.sources import data as data_sources
+from lib.sources import tables
 from pages import common  # noqa: E402
+from pages.ui.learn_text import LANGUAGES, text  # noqa: E402
 
 DEFAULT_TEXT = "this is a test."
 DEFAULT_BATCH = (
@@ -47,7 +49,7 @@ def T(key: str, **values) -> str:
 # ---------------------------------------------------------------------------------------------------
 @st.cache_resource(show_spinner=False, max_entries=4)
 def get_tokenizer(spec: str):
-    from lib.models import load_tokenizer
+    from lib.sources.models import load_tokenizer
     return load_tokenizer(spec)
 
 
@@ -55,7 +57,7 @@ def _labels_or_none(df: pd.DataFrame) -> list[int] | None:
     if "label" not in df.columns:
         return None
     try:
-        from lib.data import map_labels
+        from lib.sources.labels import map_labels
         labels, _ = map_labels(df["label"].tolist(), ["NEGATIVE", "POSITIVE"])
         return [int(x) for x in labels]
     except (LabError, TypeError, ValueError):
@@ -66,23 +68,22 @@ def _labels_or_none(df: pd.DataFrame) -> list[int] | None:
 def load_texts(kind: str, spec: str, split: str, column: str, strip_html: bool, digest: str,
                _data: bytes | None = None) -> dict:
     """{texts, labels (or None), source, skipped} for one data choice (``digest`` identifies an upload)."""
-    from lib import data as datalib
     labels = None
     if kind == "demo":
-        ds = datalib.demo_reviews()[split]
+        ds = data_sources.demo_reviews()[split]
         values, labels, source = ds["text"], ds["label"], None  # the page names it in the chosen language
     elif kind == "upload":
-        from lib.inference import upload_columns
+        from lib.serving.batch import upload_columns
         df = upload_columns(common.runs_dir(), _data or b"", spec)
         if column not in df.columns:
             raise LabError(f"the uploaded file has no column {column!r}; its columns are: "
                            f"{', '.join(map(str, df.columns))}")
         values, labels, source = df[column].tolist(), _labels_or_none(df), spec
     elif kind == "file":
-        df = datalib.read_table(spec, text_column=column)
+        df = tables.read_table(spec, text_column=column)
         values, labels, source = df[column].tolist(), _labels_or_none(df), spec
     else:  # an aclImdb folder, or a Hub id
-        loaded = datalib.load_data(TrainConfig(dataset=spec, strip_html=False))
+        loaded = data_sources.load_data(TrainConfig(dataset=spec, strip_html=False))
         ds = loaded.dataset[split]
         values, labels, source = ds["text"], ds["label"], spec
     keep = [v is not None and not (isinstance(v, float) and v != v) for v in values]
@@ -109,13 +110,13 @@ def dataset_stats(key: tuple, model_spec: str, max_length: int, batch_size: int,
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def upload_column_names(name: str, digest: str, _data: bytes) -> list[str]:
-    from lib.inference import upload_columns
+    from lib.serving.batch import upload_columns
     return [str(c) for c in upload_columns(common.runs_dir(), _data, name, max_rows=50).columns]
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def file_column_names(path: str) -> list[str]:
-    from lib.data import read_table
+    from lib.sources.tables import read_table
     return [str(c) for c in read_table(path, max_rows=50).columns]
 
 
@@ -236,7 +237,7 @@ with tab_stats:
             if not spec:
                 st.info(T("ds_need_path"))
             else:
-                from lib.paths import check_local_path
+                from lib.sources.paths import check_local_path
                 resolved = check_local_path(spec, "data")  # allowed roots and existence checked first
                 spec = str(resolved)
                 if resolved.is_file():

@@ -15,9 +15,12 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from lib import compare, inference, logs
 from lib.errors import LabError
-from lib.rundir import STATES
+from lib.readers import checkpoints, compare, metrics, predictions, progress
+from lib.registry import reconcile
+from lib.serving import batch, examples, explain, predictor
+from lib.store import rundir
+from lib.store.rundir import STATES
 from pages.common import current_user, plain, runs_dir, show_lab_error
 
 POLL_S = 2.0
@@ -46,9 +49,9 @@ def fmt(value: float | None, digits: int = 4) -> str:
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the model…")
-def load_predictor(location: str, mtime: int, max_length: int | None, precision: str) -> inference.Predictor:
+def load_predictor(location: str, mtime: int, max_length: int | None, precision: str) -> predictor.Predictor:
     """One loaded model per (folder, weights mtime, max length, precision), shared by every session."""
-    predictor = inference.Predictor(location, max_length=max_length, precision=precision)
+    predictor = predictor.Predictor(location, max_length=max_length, precision=precision)
     print(f"[lab] loaded model for predictions: {predictor.description}", flush=True)  # the server log shows each load
     return predictor
 
@@ -69,7 +72,7 @@ def figure(title: str, x_axis: str, y_title: str, log_y: bool = False, height: i
     return fig
 
 
-def x_range(prog: logs.Progress | None, x_axis: str) -> list[float] | None:
+def x_range(prog: progress.Progress | None, x_axis: str) -> list[float] | None:
     """The whole run on the x axis (so charts line up and show how far training has come)."""
     if prog is None:
         return None
@@ -80,11 +83,11 @@ def x_range(prog: logs.Progress | None, x_axis: str) -> list[float] | None:
     return None
 
 
-def mark_saves(fig: go.Figure, series: logs.MetricSeries, x_axis: str, legend: bool = True) -> None:
+def mark_saves(fig: go.Figure, series: metrics.MetricSeries, x_axis: str, legend: bool = True) -> None:
     saves = series.save
     if len(saves) > 60:
         saves = saves[:: math.ceil(len(saves) / 60)]
-    for x, row in zip(logs.x_values(saves, x_axis), saves):
+    for x, row in zip(metrics.x_values(saves, x_axis), saves):
         if not math.isnan(x):
             fig.add_vline(x=x, line=dict(color="rgba(120,120,120,0.45)", dash="dot", width=1))
     if saves and legend:  # one legend entry for the markers
@@ -101,7 +104,7 @@ def show(fig: go.Figure, key: str) -> None:
 # ---------------------------------------------------------------------------------------------------
 st.title("Runs")
 root = runs_dir()
-all_runs = logs.list_runs(root)
+all_runs = reconcile.list_runs(root)
 if not all_runs:
     st.info("No runs yet. Launch one on the Train page: it shows up here while it trains.")
     st.stop()
@@ -130,7 +133,7 @@ run_id = st.selectbox("Run (newest first)", list(by_id), key="runs_pick",
 if st.query_params.get("run") != run_id:
     st.query_params["run"] = run_id
 run = by_id[run_id]
-config = logs.read_config(run.path)
+config = rundir.read_config(run.path)
 label_names = [str(x) for x in (config.get("label_names") or ["NEGATIVE", "POSITIVE"])]
 
 head_l, head_r = st.columns([4, 1], vertical_alignment="center")
@@ -151,7 +154,7 @@ def is_open(tab) -> bool:
 # ---------------------------------------------------------------------------------------------------
 # Training: progress and charts (live while the run is queued or running)
 # ---------------------------------------------------------------------------------------------------
-def render_progress(prog: logs.Progress, status: dict) -> None:
+def render_progress(prog: progress.Progress, status: dict) -> None:
     if prog.state in ("failed", "cancelled") and prog.error:
         message = str(prog.error.get("message") or "the run stopped")
         (st.error if prog.state == "failed" else st.warning)(
@@ -161,7 +164,7 @@ def render_progress(prog: logs.Progress, status: dict) -> None:
     elif prog.state == "failed":
         st.error("This run failed. The log below says why.", icon=":material/error:")
     if prog.stalled and prog.active:
-        age = logs.format_duration(prog.heartbeat_age_s)
+        age = progress.format_duration(prog.heartbeat_age_s)
         st.warning(f"No sign of life from the job for {age}: it may be stuck. The log below may say why.",
                    icon=":material/hourglass_disabled:")
     if prog.state == "queued":
@@ -176,11 +179,11 @@ def render_progress(prog: logs.Progress, status: dict) -> None:
     epoch_txt = fmt(prog.epoch, 2) + (f" / {prog.num_epochs:g}" if prog.num_epochs else "")
     cols[0].metric("Step", f"{prog.step:,}" + (f" / {total:,}" if total else ""))
     cols[1].metric("Epoch", epoch_txt)
-    cols[2].metric("Elapsed", logs.format_duration(prog.elapsed_s))
-    cols[3].metric("ETA", logs.format_duration(prog.eta_s) if prog.active else "–")
+    cols[2].metric("Elapsed", progress.format_duration(prog.elapsed_s))
+    cols[3].metric("ETA", progress.format_duration(prog.eta_s) if prog.active else "–")
     cols[4].metric("Samples/s", fmt(prog.samples_per_s, 1))
-    final = logs.final_metrics(run.path, status)
-    baseline = logs.read_baseline(run.path)
+    final = metrics.final_metrics(run.path, status)
+    baseline = metrics.read_baseline(run.path)
     if final:
         st.markdown("**Evaluation** (last)")
         mcols = st.columns(len(FINAL_KEYS) + 1)
@@ -193,16 +196,16 @@ def render_progress(prog: logs.Progress, status: dict) -> None:
         if baseline:
             mcols[-1].metric("TF-IDF baseline accuracy", fmt(baseline.get("accuracy")))
     with st.expander("Log (last lines)", expanded=prog.state == "failed"):
-        tail = logs.log_tail(run.path)
+        tail = metrics.log_tail(run.path)
         st.code(tail or "(nothing logged yet)", language=None)
 
 
-def render_charts(series: logs.MetricSeries, x_axis: str, smoothing: float, log_y: bool, key: str,
-                  prog: logs.Progress | None = None) -> None:
+def render_charts(series: metrics.MetricSeries, x_axis: str, smoothing: float, log_y: bool, key: str,
+                  prog: progress.Progress | None = None) -> None:
     if not (series.log or series.eval):
         st.info("No metrics logged yet: the first point appears after logging_steps optimizer steps.")
         return
-    baseline = logs.read_baseline(run.path)
+    baseline = metrics.read_baseline(run.path)
     span = x_range(prog, x_axis)
     left, right = st.columns(2)
     with left:
@@ -210,7 +213,7 @@ def render_charts(series: logs.MetricSeries, x_axis: str, smoothing: float, log_
         fig = figure("Training loss", x_axis, "loss", log_y)
         rx, ry = thin(xs, loss)
         fig.add_trace(go.Scatter(x=rx, y=ry, mode="lines", name="raw", line=dict(width=1, color="rgba(99,110,250,0.35)")))
-        sx, sy = thin(xs, logs.ema(loss, smoothing))
+        sx, sy = thin(xs, metrics.ema(loss, smoothing))
         fig.add_trace(go.Scatter(x=sx, y=sy, mode="lines", name=f"smoothed ({smoothing:.2f})",
                                  line=dict(width=2, color=PALETTE[0])))
         mark_saves(fig, series, x_axis)
@@ -254,12 +257,12 @@ def render_charts(series: logs.MetricSeries, x_axis: str, smoothing: float, log_
 def training_view(x_axis: str, smoothing: float, log_y: bool, live: bool) -> None:
     @st.fragment(run_every=POLL_S if live else None)
     def view() -> None:
-        status = logs.get_status(run.path)
-        prog = logs.progress(run.path, status)
+        status = reconcile.get_status(run.path)
+        prog = progress.progress(run.path, status)
         if live and (prog.terminal or prog.state != run.state):
             st.rerun()  # the run moved on (queued -> running, or ended): redraw the header and the badge
         render_progress(prog, status)
-        render_charts(logs.metric_series(run.path), x_axis, smoothing, log_y, key="train", prog=prog)
+        render_charts(metrics.metric_series(run.path), x_axis, smoothing, log_y, key="train", prog=prog)
     view()
 
 
@@ -307,7 +310,7 @@ def teacher_student_view(student_dir: Path) -> None:
     key = f"ts_speed_{student_dir.name}"
     if st.button("Measure speed side by side", key="ts_measure", icon=":material/speed:",
                  help="Loads both models and times single reviews and a batch, alternating between them."):
-        texts = [p["text"] for p in logs.predictions_frame(student_dir).to_dict("records")][:64] or ["A fine film."]
+        texts = [p["text"] for p in predictions.predictions_frame(student_dir).to_dict("records")][:64] or ["A fine film."]
         with st.spinner("Timing teacher and student…"):
             st.session_state[key] = compare.speed_side_by_side(teacher_dir, student_dir, texts)
     speed = st.session_state.get(key)
@@ -339,10 +342,10 @@ if is_open(tab_compare):
             fig = figure(title, cmp_x, cmp_metric, False, height=380)
             fig.update_layout(showlegend=True)
             for i, rid in enumerate(picked):
-                series = logs.metric_series(all_by_id[rid].path)
+                series = metrics.metric_series(all_by_id[rid].path)
                 xs, vals = series.xy(event, cmp_metric, cmp_x)
                 if cmp_metric == "loss":
-                    vals = logs.ema(vals, 0.6)
+                    vals = metrics.ema(vals, 0.6)
                 x, y = thin(xs, vals)
                 fig.add_trace(go.Scatter(x=x, y=y, mode="lines" if event == "log" else "lines+markers",
                                          name=svg_text(f"{all_by_id[rid].label[:30]} ({rid[-6:]})"),
@@ -353,18 +356,18 @@ if is_open(tab_compare):
             rows = []
             for rid in picked:
                 r = all_by_id[rid]
-                final = logs.final_metrics(r.path)
-                base = logs.read_baseline(r.path) or {}
-                prog = logs.progress(r.path)
+                final = metrics.final_metrics(r.path)
+                base = metrics.read_baseline(r.path) or {}
+                prog = progress.progress(r.path)
                 rows.append({"run": rid, "label": r.label, "state": r.state,
                              **{name: final.get(k) for k, name in FINAL_KEYS},
                              "TF-IDF accuracy": base.get("accuracy"), "steps": prog.step,
-                             "training time": logs.format_duration(prog.elapsed_s)})
+                             "training time": progress.format_duration(prog.elapsed_s)})
             st.dataframe(pd.DataFrame(rows), hide_index=True, key="cmp_final")
 
             st.markdown("**Configs** (differences highlighted)")
-            configs = {rid: logs.read_config(all_by_id[rid].path) for rid in picked}
-            cfg_rows, differing = logs.compare_configs(configs)
+            configs = {rid: rundir.read_config(all_by_id[rid].path) for rid in picked}
+            cfg_rows, differing = compare.compare_configs(configs)
             only_diff = st.toggle("Only differences", value=len(picked) > 1, key="cmp_only_diff")
             shown = [r for r in cfg_rows if r["field"] in differing] if only_diff else cfg_rows
             frame = pd.DataFrame([{k: table_value(v) for k, v in r.items()} for r in shown])
@@ -382,11 +385,11 @@ if is_open(tab_compare):
 # ---------------------------------------------------------------------------------------------------
 if is_open(tab_ckpt):
     with tab_ckpt:
-        ckpts = logs.list_checkpoints(run.path)
+        ckpts = checkpoints.list_checkpoints(run.path)
         if not ckpts:
             st.info("No checkpoints yet (save_strategy decides when they are written).")
         else:
-            metric_key, greater = logs.best_metric_key(config)
+            metric_key, greater = checkpoints.best_metric_key(config)
             limit = config.get("save_total_limit")
             st.caption(plain(f"Best by {metric_key} ({'higher' if greater else 'lower'} is better). save_total_limit = "
                           f"{limit if limit else 'none (all kept)'}"
@@ -410,10 +413,10 @@ def set_text(text: str) -> None:
     st.session_state.pop("try_result", None)
 
 
-def get_predictor(choice: inference.ModelChoice) -> inference.Predictor:
-    location, mtime = inference.model_signature(choice.path)
+def get_predictor(choice: predictor.ModelChoice) -> predictor.Predictor:
+    location, mtime = predictor.model_signature(choice.path)
     max_length = config.get("max_length") if choice.kind != "base" else None
-    precision = "int8" if st.session_state.get("try_int8", inference.default_precision() == "int8") else "fp32"
+    precision = "int8" if st.session_state.get("try_int8", predictor.default_precision() == "int8") else "fp32"
     return load_predictor(location, mtime, int(max_length) if isinstance(max_length, int) else None, precision)
 
 
@@ -422,7 +425,7 @@ def render_result(res: dict) -> None:
     c1, c2, c3 = st.columns(3)
     c1.metric("Prediction", result["label"])
     c2.metric("Confidence", f"{result['confidence']:.1%}")
-    c3.metric("Latency", f"{result['latency_ms']:.0f} ms", help=inference.PRECISIONS[res.get("precision", "fp32")])
+    c3.metric("Latency", f"{result['latency_ms']:.0f} ms", help=predictor.PRECISIONS[res.get("precision", "fp32")])
     if result.get("note"):
         st.info(result["note"], icon=":material/content_cut:")
     probs = pd.DataFrame({"label": list(result["scores"]), "probability": list(result["scores"].values())})
@@ -431,7 +434,7 @@ def render_result(res: dict) -> None:
     if expl:
         st.markdown("**Why** (occlusion: hide each word and see how much the prediction drops; green pushes towards "
                     f"{plain(names[-1])}, red towards {plain(names[0])})")
-        st.html(inference.highlight_html(text, expl, names))
+        st.html(explain.highlight_html(text, expl, names))
         if expl.get("note"):
             st.caption(plain(expl["note"]))
         top = sorted(expl["spans"], key=lambda s: -abs(s["score"]))[:15]
@@ -442,21 +445,21 @@ def render_result(res: dict) -> None:
 
 if is_open(tab_try):
     with tab_try:
-        choices = inference.model_choices(run.path)
+        choices = predictor.model_choices(run.path)
         prev = st.session_state.get("try_model")
-        if isinstance(prev, inference.ModelChoice) and prev not in choices and prev.kind != "base" \
+        if isinstance(prev, predictor.ModelChoice) and prev not in choices and prev.kind != "base" \
                 and prev.path.startswith(str(run.path) + os.sep):
             choices.insert(0, prev)  # deleted since it was picked: keep it, so the person sees what happened
         choice = st.selectbox("Model", choices, format_func=lambda c: c.label, key="try_model",
                               help="The run's exported model, one of its checkpoints, or the base model before "
                                    "fine-tuning (its classifier head is untrained: expect coin flips).")
-        st.toggle("Fast CPU mode (int8)", value=inference.default_precision() == "int8", key="try_int8",
+        st.toggle("Fast CPU mode (int8)", value=predictor.default_precision() == "int8", key="try_int8",
                   help="On: the encoder's weights run as 8-bit integers (dynamic quantization): about twice as fast "
                        "on a CPU and the same answer for ~99% of reviews. Off: full precision, exactly the numbers "
                        "the training job evaluated with. Applies to the tryout and the batch mode.")
         st.caption("Examples:")
-        ex_cols = st.columns(len(inference.EXAMPLES))
-        for i, (name, example) in enumerate(inference.EXAMPLES.items()):
+        ex_cols = st.columns(len(examples.EXAMPLES))
+        for i, (name, example) in enumerate(examples.EXAMPLES.items()):
             ex_cols[i].button(name, key=f"try_example_{i}", on_click=set_text, args=(example,))
         with st.form("try_form", border=False):
             text = st.text_area("Review", key="try_text", height=140, placeholder="Type or paste a movie review…")
@@ -464,7 +467,7 @@ if is_open(tab_try):
             submitted = st.form_submit_button("Classify", type="primary")
         if submitted:
             try:
-                inference.check_text(text)
+                predictor.check_text(text)
                 predictor = get_predictor(choice)
                 result = predictor.predict_one(text)
                 expl = None
@@ -487,7 +490,7 @@ if is_open(tab_try):
             cached = st.session_state.get("try_table")
             if not cached or cached[0] != upload.file_id:
                 try:
-                    table = inference.upload_columns(root, upload.getvalue(), upload.name, max_rows=BATCH_MAX_ROWS + 1)
+                    table = batch.upload_columns(root, upload.getvalue(), upload.name, max_rows=BATCH_MAX_ROWS + 1)
                     st.session_state["try_table"] = (upload.file_id, table)
                     st.session_state.pop("try_batch", None)
                 except LabError as exc:
@@ -506,14 +509,14 @@ if is_open(tab_try):
                     try:
                         predictor = get_predictor(choice)
                         with st.spinner(f"Predicting {len(table):,} reviews…"):
-                            out = inference.predict_frame(predictor, table, column)
+                            out = batch.predict_frame(predictor, table, column)
                         st.session_state["try_batch"] = out
                     except LabError as exc:
                         show_lab_error(exc)
                 out = st.session_state.get("try_batch")
                 if out is not None:
                     st.dataframe(out.head(200), hide_index=True, key="try_batch_preview")
-                    st.download_button("Download predictions (CSV)", inference.safe_csv_bytes(out),
+                    st.download_button("Download predictions (CSV)", batch.safe_csv_bytes(out),
                                        file_name="predictions.csv", mime="text/csv", key="try_download",
                                        on_click="ignore")
 
@@ -527,7 +530,7 @@ def name_of(i: int) -> str:
 
 if is_open(tab_errors):
     with tab_errors:
-        df = logs.predictions_frame(run.path)
+        df = predictions.predictions_frame(run.path)
         if df.empty:
             st.info("No evaluation predictions yet: they are written when the run finishes training.")
         else:
@@ -535,7 +538,7 @@ if is_open(tab_errors):
             st.caption(f"{len(df):,} evaluation reviews, {wrong:,} wrong ({wrong / len(df):.1%}).")
             left, right = st.columns(2)
             with left:
-                counts = logs.confusion_matrix(df, len(label_names))
+                counts = predictions.confusion_matrix(df, len(label_names))
                 fig = go.Figure(go.Heatmap(z=counts, x=[svg_text(f"pred {name_of(i)}") for i in range(len(counts))],
                                            y=[svg_text(f"true {name_of(i)}") for i in range(len(counts))],
                                            text=counts, texttemplate="%{text}", colorscale="Blues", showscale=False))
@@ -543,7 +546,7 @@ if is_open(tab_errors):
                 fig.update_yaxes(autorange="reversed")
                 show(fig, "err_confusion")
             with right:
-                bins, ece = logs.reliability(df, n_bins=10, n_labels=len(label_names))
+                bins, ece = predictions.reliability(df, n_bins=10, n_labels=len(label_names))
                 filled = [b for b in bins if b["count"]]
                 fig = go.Figure()
                 fig.add_trace(go.Bar(x=[(b["lo"] + b["hi"]) / 2 for b in filled], y=[b["accuracy"] for b in filled],
@@ -569,7 +572,7 @@ if is_open(tab_errors):
                                      "confidence": frame["confidence"].round(4), "words": frame["words"]})
 
             st.markdown("**Most confidently wrong**")
-            worst = logs.confidently_wrong(df, 10)
+            worst = predictions.confidently_wrong(df, 10)
             if worst.empty:
                 st.success("No wrong predictions on the evaluation set.")
             else:
@@ -584,7 +587,7 @@ if is_open(tab_errors):
             words = f3.slider("Length (words)", lo_w, max(hi_w, lo_w + 1), (lo_w, max(hi_w, lo_w + 1)),
                               key="err_words")
             only_wrong = f4.toggle("Only wrong", key="err_only_wrong")
-            picked_df = logs.filter_predictions(
+            picked_df = predictions.filter_predictions(
                 df, true_label=None if t_sel == "any" else label_names.index(t_sel),
                 pred_label=None if p_sel == "any" else label_names.index(p_sel),
                 min_words=words[0], max_words=words[1], only_wrong=only_wrong)

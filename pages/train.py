@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import shlex
 import time
 from pathlib import Path
 
 import streamlit as st
 
-from lib import rundir, runs
 from lib.config import GROUPS, PRESET_HELP, PRESETS, TrainConfig, field_info, field_names, preset
 from lib.errors import ConfigError, LabError
+from lib.readers import progress
+from lib.registry import access, control, launching, preflight, reconcile
+from lib.sources import labels, tables
+from lib.store import rundir, uploads
 from pages import common
 
 KEY = "tr_"                      # form widget keys: tr_<field name>
@@ -96,7 +98,7 @@ def _load_preset() -> None:
 def _load_run(run_id: str | None = None) -> None:
     run_id = run_id or st.session_state.get("tr_clone_pick")
     try:
-        config = runs.load_config(runs.run_path(common.runs_dir(), run_id))
+        config = launching.load_config(rundir.resolve_run_dir(common.runs_dir(), run_id))
     except LabError as exc:
         st.session_state["tr_flash"] = ("error", str(exc))
         return
@@ -113,7 +115,7 @@ def _load_distill(run_id: str | None = None) -> None:
     """Fill the form with a distillation of a finished run: same data and eval split, a smaller student."""
     run_id = run_id or st.session_state.get("tr_distill_pick")
     try:
-        teacher = runs.load_config(runs.run_path(common.runs_dir(), run_id))
+        teacher = launching.load_config(rundir.resolve_run_dir(common.runs_dir(), run_id))
         config = preset("distill", teacher=run_id, run_name=f"student of {teacher.label}"[:200],
                         **{name: getattr(teacher, name) for name in DATA_FIELDS})
     except LabError as exc:
@@ -181,7 +183,6 @@ def field_widget(name: str, errors: dict[str, str], *, disabled: bool = False) -
 
 def upload_section(errors: dict[str, str], disabled: bool) -> None:
     """Upload a table, preview it, pick the columns, see the label mapping, then use it."""
-    from lib import data as labdata
     limit = max_upload_mb()
     uploaded = st.file_uploader(f"Or upload a CSV, TSV, JSON Lines or Parquet file (up to {limit} MB)",
                                 type=UPLOAD_TYPES, key="tr_upload", max_upload_size=limit, disabled=disabled,
@@ -200,7 +201,7 @@ def upload_section(errors: dict[str, str], disabled: bool) -> None:
         saved[uploaded.file_id] = entry
     path = Path(entry["path"])
     try:
-        table = labdata.read_table(path)
+        table = tables.read_table(path)
     except LabError as exc:
         st.error(plain(exc), icon=":material/error:")
         return
@@ -221,7 +222,7 @@ def upload_section(errors: dict[str, str], disabled: bool) -> None:
     label_col = c2.selectbox("Label column", columns, index=columns.index(guess_label), key="tr_upload_label")
     label_names = [s.strip() for s in str(st.session_state.get(KEY + "label_names", "")).split(",") if s.strip()]
     try:
-        _, mapping = labdata.map_labels(list(table[label_col]), label_names or ["NEGATIVE", "POSITIVE"])
+        _, mapping = labels.map_labels(list(table[label_col]), label_names or ["NEGATIVE", "POSITIVE"])
         shown = {str(k): f"{v} = {(label_names or ['NEGATIVE', 'POSITIVE'])[v]}" for k, v in mapping.items()}
         st.write("Label mapping (value in the file → label):")
         st.table({"value in the file": list(shown), "becomes": list(shown.values())})
@@ -237,28 +238,7 @@ def upload_section(errors: dict[str, str], disabled: bool) -> None:
 
 def store_upload(uploaded, limit_mb: int) -> Path:
     """Save an upload under <runs_dir>/_uploads/ with a server-made name (the user's file name is never a path)."""
-    from lib.data import SUPPORTED_EXTENSIONS
-    size = getattr(uploaded, "size", None)
-    data = uploaded.getvalue()
-    size = len(data) if size is None else size
-    if size > limit_mb * 1024 * 1024:
-        raise LabError(f"The file is {size / 1e6:.1f} MB; the limit is {limit_mb} MB. Upload a smaller file or ask "
-                       "the admin to raise LAB_MAX_UPLOAD_MB.")
-    if not data:
-        raise LabError("The uploaded file is empty.")
-    suffix = Path(str(uploaded.name or "")).suffix.lower()
-    if suffix not in SUPPORTED_EXTENSIONS:
-        raise LabError(f"Files ending in {suffix or '(nothing)'} are not supported; upload a .csv, .tsv, .jsonl, "
-                       ".json or .parquet file.")
-    folder = common.runs_dir() / rundir.UPLOADS
-    folder.mkdir(parents=True, exist_ok=True)
-    name = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(6) + suffix
-    target = folder / name
-    tmp = folder / f".{name}.tmp"
-    with open(tmp, "xb") as fh:
-        fh.write(data)
-    os.replace(tmp, target)
-    return target
+    return uploads.save_upload(common.runs_dir(), uploaded.getvalue(), uploaded.name, max_bytes=limit_mb * 2**20)
 
 
 def _use_upload(path: str, text_col: str, label_col: str) -> None:
@@ -274,7 +254,7 @@ def _use_upload(path: str, text_col: str, label_col: str) -> None:
 # ---------------------------------------------------------------------------------------------------
 @st.cache_data(ttl=60, show_spinner=False)
 def _train_samples(config_json: str) -> int | None:
-    return runs.estimate_train_samples(TrainConfig.from_json(config_json))
+    return preflight.estimate_train_samples(TrainConfig.from_json(config_json))
 
 
 def preview(config: TrainConfig) -> None:
@@ -284,7 +264,7 @@ def preview(config: TrainConfig) -> None:
         n = st.number_input("Training reviews (the size of this data set is not known before loading it)",
                             min_value=1, value=25000, step=1000, key="tr_preview_samples")
     try:
-        from lib import steps
+        from lib.job import steps
     except ImportError:
         steps = None
     row1, row2 = st.columns(4), st.columns(4)
@@ -313,7 +293,7 @@ def preview(config: TrainConfig) -> None:
             st.warning(plain(exc))
         except Exception as exc:  # noqa: BLE001 - the preview must never break the form
             st.warning(plain(f"No step preview for these settings ({type(exc).__name__}: {exc})."))
-    argv = runs.job_command(config, Path("<runs-dir>") / "<new-run-id>")
+    argv = launching.job_command(config, Path("<runs-dir>") / "<new-run-id>")
     st.caption("The command the job will run (in its own process, with the settings saved in the run's config.json):")
     st.code(shlex.join(argv), language="bash")
 
@@ -325,63 +305,62 @@ def _fmt_time(t) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) if t else ""
 
 
-def _row_state(row: dict) -> str:
-    state = row["display_state"]
-    if state == "queued" and row.get("queue_position"):
-        return f"queued (#{row['queue_position']})"
-    if state == "running" and not row.get("total_steps"):
+def _row_state(row) -> str:
+    state = row.display_state
+    if state == "queued" and row.queue_position:
+        return f"queued (#{row.queue_position})"
+    if state == "running" and not row.total_steps:
         return "running (preparing)"
     return state
 
 
 def run_table_body(user: str, admins: list[str], auth: bool) -> None:
-    from lib import logs
     root = common.runs_dir()
-    rows = runs.list_runs(root)
+    rows = reconcile.list_runs(root)
     if not rows:
         st.info("No runs yet. Launch one above.")
         return
     table = []
     for row in rows:
         eta = ""
-        if row["state"] == "running":
+        if row.state == "running":
             try:
-                eta = logs.format_duration(logs.progress(row["path"], row["status"]).eta_s)
+                eta = progress.format_duration(progress.progress(row.path, row.status).eta_s)
             except Exception:  # noqa: BLE001
                 eta = ""
         table.append({
-            "run": row["id"], "label": row["label"], "owner": row["owner"], "state": _row_state(row),
-            "progress": row["progress"] if row["progress"] is not None else 0.0,
-            "steps": f"{row['step']}/{row['total_steps']}" if row["total_steps"] else "",
-            "ETA": eta, "model": row["model"], "dataset": row["dataset"],
-            "started": _fmt_time(row["started_at"]),
-            "duration": logs.format_duration(row["duration_s"]) if row["duration_s"] is not None else "",
-            "best accuracy": row["best_eval_accuracy"],
+            "run": row.run_id, "label": row.label, "owner": row.owner, "state": _row_state(row),
+            "progress": row.progress if row.progress is not None else 0.0,
+            "steps": f"{row.step}/{row.total_steps}" if row.total_steps else "",
+            "ETA": eta, "model": row.model, "dataset": row.dataset,
+            "started": _fmt_time(row.started_at),
+            "duration": progress.format_duration(row.duration_s) if row.duration_s is not None else "",
+            "best accuracy": row.best_eval_accuracy,
         })
     st.dataframe(table, hide_index=True, key="tr_run_table", column_config={
         "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
         "best accuracy": st.column_config.NumberColumn("best accuracy", format="%.3f"),
     })
-    ids = [r["id"] for r in rows]
-    by_id = {r["id"]: r for r in rows}
+    ids = [r.run_id for r in rows]
+    by_id = {r.run_id: r for r in rows}
     wanted = st.session_state.get("tr_last_launched")
     if st.session_state.get("tr_selected") not in ids:
         st.session_state["tr_selected"] = wanted if wanted in ids else ids[0]
     selected = st.selectbox("Run", ids, key="tr_selected",
-                            format_func=lambda i: f"{i} · {by_id[i]['label'][:60]} · {_row_state(by_id[i])}")
+                            format_func=lambda i: f"{i} · {by_id[i].label[:60]} · {_row_state(by_id[i])}")
     row = by_id[selected]
-    run_dir = Path(row["path"])
-    allowed = (not auth) or runs.can_manage(run_dir, user, admins)
-    why = "" if allowed else f"Only the owner ({row['owner'] or 'unknown'}) or an admin can do this."
-    if row["error"]:
-        st.error(plain(f"{row['error'].get('message', '')} {row['error'].get('hint', '')}".strip()),
+    run_dir = Path(row.path)
+    allowed = (not auth) or access.can_manage(run_dir, user, admins)
+    why = "" if allowed else f"Only the owner ({row.owner or 'unknown'}) or an admin can do this."
+    if row.error:
+        st.error(plain(f"{row.error.get('message', '')} {row.error.get('hint', '')}".strip()),
                  icon=":material/error:")
-        if row["error"].get("log_tail"):
+        if row.error.get("log_tail"):
             with st.expander("End of the log"):
-                st.code(row["error"]["log_tail"], language=None)
-    if row["stalled"]:
-        age = row["status"].get("heartbeat_age_s") or 0
-        st.warning(f"No sign of life from this run for {logs.format_duration(age)}. It may be busy loading data or "
+                st.code(row.error["log_tail"], language=None)
+    if row.stalled:
+        age = row.status.get("heartbeat_age_s") or 0
+        st.warning(f"No sign of life from this run for {progress.format_duration(age)}. It may be busy loading data or "
                    "evaluating; check the log on the Runs page.", icon=":material/hourglass_empty:")
     c = st.columns(5)
     try:
@@ -392,11 +371,11 @@ def run_table_body(user: str, admins: list[str], auth: bool) -> None:
     if c[1].button("Clone", key="tr_clone", icon=":material/content_copy:", on_click=_load_run, args=(selected,),
                    help="Copy this run's settings into the form above"):
         st.rerun()
-    active = row["state"] in ("queued", "running")
+    active = row.state in ("queued", "running")
     c[2].button("Cancel", key="tr_cancel", icon=":material/stop_circle:", disabled=not (allowed and active),
                 help=why or "Stop this run (it can be resumed later)", on_click=_ask, args=("cancel", selected))
     c[3].button("Resume", key="tr_resume", icon=":material/play_circle:",
-                disabled=not (allowed and row["state"] in runs.RESUMABLE_STATES),
+                disabled=not (allowed and row.state in rundir.RESUMABLE_STATES),
                 help=why or "Continue from the newest complete checkpoint", on_click=_do, args=("resume", selected, user))
     c[4].button("Delete", key="tr_delete", icon=":material/delete:", disabled=not (allowed and not active),
                 help=why or "Delete this run and all its files", on_click=_ask, args=("delete", selected))
@@ -404,7 +383,7 @@ def run_table_body(user: str, admins: list[str], auth: bool) -> None:
     if pending and pending[1] == selected:
         action, run_id = pending
         verb = {"cancel": "Stop", "delete": "Delete everything of"}[action]
-        st.warning(plain(f"{verb} run {run_id} ({row['label']})?"), icon=":material/warning:")
+        st.warning(plain(f"{verb} run {run_id} ({row.label})?"), icon=":material/warning:")
         y, n = st.columns(2)
         y.button(f"Yes, {action} it", key="tr_confirm_yes", type="primary", on_click=_do,
                  args=(action, run_id, user))
@@ -423,17 +402,17 @@ def _do(action: str, run_id: str, user: str) -> None:
     st.session_state["tr_confirm"] = None
     admins, _ = lab_access()
     try:
-        run_dir = runs.run_path(common.runs_dir(), run_id)
-        if common.auth_configured() and not runs.can_manage(run_dir, user, admins):
+        run_dir = rundir.resolve_run_dir(common.runs_dir(), run_id)
+        if common.auth_configured() and not access.can_manage(run_dir, user, admins):
             raise LabError("Only the run's owner or an admin can do this.")
         if action == "cancel":
-            status = runs.cancel(run_dir, by=user or "app")
+            status = control.cancel(run_dir, by=user or "app")
             st.session_state["tr_table_flash"] = ("success", f"Run {run_id} is {status.get('state')}.")
         elif action == "resume":
-            runs.resume(run_dir, launched_by=f"app:{user}")
+            launching.resume(run_dir, launched_by=f"app:{user}")
             st.session_state["tr_table_flash"] = ("success", f"Run {run_id} resumes from its newest checkpoint.")
         elif action == "delete":
-            runs.delete(run_dir)
+            control.delete(run_dir)
             st.session_state["tr_table_flash"] = ("success", f"Run {run_id} was deleted.")
     except LabError as exc:
         st.session_state["tr_table_flash"] = ("error", str(exc))
@@ -444,12 +423,12 @@ def _do(action: str, run_id: str, user: str) -> None:
 # ---------------------------------------------------------------------------------------------------
 def launch_clicked(config: TrainConfig, user: str) -> None:
     with st.spinner("Checking the model and data before starting…"):
-        problems = runs.preflight(config)
+        problems = preflight.preflight(config)
     if problems:
         st.session_state["tr_preflight"] = {"config": config.to_json(), "errors": problems}
         st.rerun()
     try:
-        run_dir = runs.launch(config, common.runs_dir(), owner=user, launched_by=f"app:{user}")
+        run_dir = launching.launch(config, common.runs_dir(), owner=user, launched_by=f"app:{user}")
     except LabError as exc:
         common.show_lab_error(exc)
         return
@@ -470,7 +449,7 @@ def main() -> None:
             st.info("Sign in to launch runs or manage your own; until then this page is read-only.")
             if st.button("Sign in", key="tr_login"):
                 st.login()
-        may_launch = runs.can_launch(user, launchers, admins)
+        may_launch = access.can_launch(user, launchers, admins)
         if common.logged_in_user() and not may_launch:
             st.info(f"You are signed in as {plain(user)}, but you are not on this lab's list of people who may launch runs. "
                     "You can still watch every run.")
@@ -495,15 +474,15 @@ def main() -> None:
                      format_func=lambda p: f"{p}: {PRESET_HELP.get(p, '')}")
         st.button("Load preset", key="tr_load_preset", on_click=_load_preset, icon=":material/tune:")
     with c2:
-        earlier = [r for r in runs.list_runs(common.runs_dir())]
+        earlier = [r for r in reconcile.list_runs(common.runs_dir())]
         if earlier:
-            labels = {r["id"]: f"{r['id']} · {r['label'][:50]}" for r in earlier}
+            labels = {r.run_id: f"{r.run_id} · {r.label[:50]}" for r in earlier}
             if st.session_state.get("tr_clone_pick") not in labels:
                 st.session_state.pop("tr_clone_pick", None)
             st.selectbox("Or clone an earlier run", list(labels), key="tr_clone_pick",
                          format_func=lambda i: labels.get(i, i))
             st.button("Clone its settings", key="tr_clone_top", on_click=_load_run, icon=":material/content_copy:")
-            finished = {r["id"]: labels[r["id"]] for r in earlier if r["state"] == "finished"}
+            finished = {r.run_id: labels[r.run_id] for r in earlier if r.state == "finished"}
             if finished:
                 if st.session_state.get("tr_distill_pick") not in finished:
                     st.session_state.pop("tr_distill_pick", None)

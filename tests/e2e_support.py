@@ -24,11 +24,13 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
+
+from lib.registry import control, reconcile
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("LAB_CHROMIUM", "/usr/bin/chromium")
@@ -157,17 +159,16 @@ def _find_all(text: str, needle: str) -> list[int]:
 
 def cancel_active_runs(runs_dir: Path) -> list[str]:
     """Stop every queued or running job in ``runs_dir`` (jobs are detached: killing the server leaves them)."""
-    from lib import runs as registry
     stopped = []
     try:
-        rows = registry.list_runs(runs_dir)
+        rows = reconcile.list_runs(runs_dir)
     except Exception:  # noqa: BLE001 - cleanup must not hide the test's own failure
         return stopped
     for row in rows:
-        if row.get("state") in ("queued", "running"):
+        if row.active:
             try:
-                registry.cancel(row["path"], grace_s=5.0, by="e2e-test cleanup")
-                stopped.append(row["id"])
+                control.cancel(row.path, grace_s=5.0, by="e2e-test cleanup")
+                stopped.append(row.run_id)
             except Exception:  # noqa: BLE001
                 pass
     return stopped

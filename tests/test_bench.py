@@ -36,7 +36,7 @@ def run_bench(name: str, args: list[str], tmp_path: Path, timeout: int = 600) ->
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
     """A saved tiny random BERT classifier with the bundled tokenizer (what Predictor loads)."""
-    from lib.models import load_tokenizer, tiny_bert
+    from lib.sources.models import load_tokenizer, tiny_bert
     folder = tmp_path_factory.mktemp("tiny-model")
     tiny_bert(["NEGATIVE", "POSITIVE"], seed=0).save_pretrained(folder)
     load_tokenizer("tiny-bert").save_pretrained(folder)

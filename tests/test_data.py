@@ -10,10 +10,12 @@ import datasets
 import pandas as pd
 import pytest
 
-from lib import hub
 from lib.config import TrainConfig
-from lib.data import DEMO_DIR, LoadedData, demo_reviews, load_data, map_labels, read_table
 from lib.errors import DataError, HubUnavailableError, LabError
+from lib.sources import hub
+from lib.sources.data import DEMO_DIR, LoadedData, demo_reviews, load_data
+from lib.sources.labels import map_labels
+from lib.sources.tables import read_table
 
 TEXTS = [
     "A warm, funny film; I loved it.",
@@ -367,7 +369,7 @@ def test_missing_file(tmp_path):
 
 
 def test_file_that_is_not_utf8(tmp_path):
-    content = "text,label\nnice film,1\n".encode() + "caf\xe9 was dull,0\n".encode("latin-1")
+    content = b"text,label\nnice film,1\n" + "caf\xe9 was dull,0\n".encode("latin-1")
     path = write(tmp_path / "latin.csv", content)
     msg = error_of(DataError, load_data, cfg(path))
     assert "not UTF-8" in msg and "re-save it as utf-8" in msg.lower() and "line 3" in msg

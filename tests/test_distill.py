@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lib import rundir
-from lib.distill import cut_layers, distillation_loss, layers_to_keep, narrow_student
+from lib.job.distill import cut_layers, distillation_loss, layers_to_keep, narrow_student
+from lib.registry import control, launching, reconcile
+from lib.store import rundir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +47,7 @@ def test_layers_are_cut_evenly_and_keep_weights():
     assert layers_to_keep(6, 3) == [1, 3, 5]
     assert layers_to_keep(6, 2) == [2, 5]
     assert layers_to_keep(6, 6) == list(range(6))
-    from lib.models import tiny_bert
+    from lib.sources.models import tiny_bert
     model = tiny_bert(["NEG", "POS"])
     student = cut_layers(model, 1)
     assert len(student.bert.encoder.layer) == 1 and student.config.num_hidden_layers == 1
@@ -81,7 +82,7 @@ def test_narrow_student_takes_the_teachers_weights_where_shapes_match():
 
 
 def BertForSequenceClassification_from_minilm():
-    from lib.models import load_model
+    from lib.sources.models import load_model
     torch.manual_seed(0)
     return load_model("bundled-minilm", ["NEGATIVE", "POSITIVE"]).eval()
 
@@ -123,16 +124,16 @@ def test_tiny_distillation_run_exports_a_smaller_working_model(tmp_path):
     assert clf.model.config.num_hidden_layers == 1
     assert "the teacher cut to 1 layers" in (run_dir / rundir.LOG).read_text()
     # Teacher vs student, as the Runs page shows them.
-    from lib import compare
-    teacher_dir = compare.teacher_of(run_dir)
+    from lib.serving import teacher_student
+    teacher_dir = teacher_student.teacher_of(run_dir)
     assert teacher_dir.name == teacher_id
-    report = compare.quality_and_size(teacher_dir, run_dir)
+    report = teacher_student.quality_and_size(teacher_dir, run_dir)
     assert report["same_eval_split"] and report["eval_size"] == 24
     assert 0.0 <= report["agreement"] <= 1.0
     assert report["teacher"]["layers"] == 2 and report["student"]["layers"] == 1
     assert report["student"]["parameters"] < report["teacher"]["parameters"]
     assert report["student"]["size_mb"] < report["teacher"]["size_mb"]
-    speed = compare.speed_side_by_side(teacher_dir, run_dir, ["good film", "a dull and tedious mess"] * 4, rounds=1)
+    speed = teacher_student.speed_side_by_side(teacher_dir, run_dir, ["good film", "a dull and tedious mess"] * 4, rounds=1)
     assert speed["student"]["reviews_per_s"] > 0 and speed["teacher"]["latency_p50_ms"] > 0
     assert "throughput_ratio" in speed
     # A teacher that is not a finished run is refused with a clear message.
@@ -144,7 +145,7 @@ def test_tiny_distillation_run_exports_a_smaller_working_model(tmp_path):
 
 def test_narrow_student_run_from_a_saved_teacher_folder(tmp_path):
     """The other student kind: a new, narrower BERT from a teacher folder, through the real job."""
-    from lib.models import tiny_bert, load_tokenizer
+    from lib.sources.models import load_tokenizer, tiny_bert
     teacher_dir = tmp_path / "teacher"
     tiny_bert(["NEGATIVE", "POSITIVE"]).save_pretrained(teacher_dir)
     load_tokenizer("tiny-bert").save_pretrained(teacher_dir)
@@ -170,9 +171,9 @@ def test_distillation_run_is_queued_cancelled_and_resumed_like_fine_tuning(tmp_p
     """Through the registry (as the Train page launches it): cancel after a checkpoint, resume, finish;
     the teacher's cached logits are reused, not recomputed."""
     import time
-    from lib import runs
+
     from lib.config import preset
-    from lib.models import load_tokenizer, tiny_bert
+    from lib.sources.models import load_tokenizer, tiny_bert
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     teacher_dir = tmp_path / "teacher"
     tiny_bert(["NEGATIVE", "POSITIVE"]).save_pretrained(teacher_dir)
@@ -181,7 +182,7 @@ def test_distillation_run_is_queued_cancelled_and_resumed_like_fine_tuning(tmp_p
     config = preset("distill", teacher=str(teacher_dir), student_layers=1, max_train_samples=200,
                     max_eval_samples=16, num_train_epochs=4.0, per_device_train_batch_size=8, logging_steps=1,
                     eval_strategy="no", save_strategy="steps", save_steps=4, save_total_limit=3)
-    run_dir = runs.launch(config, runs_dir, owner="tester")
+    run_dir = launching.launch(config, runs_dir, owner="tester")
 
     def wait(pred, timeout, what):
         end = time.time() + timeout
@@ -197,14 +198,14 @@ def test_distillation_run_is_queued_cancelled_and_resumed_like_fine_tuning(tmp_p
     logits = run_dir / "teacher_logits.npy"
     assert logits.is_file()
     stamp = logits.stat().st_mtime_ns
-    status = runs.cancel(run_dir, grace_s=10, by="tester")
+    status = control.cancel(run_dir, grace_s=10, by="tester")
     assert status["state"] == "cancelled" and status["step"] < status["total_steps"] == 100
-    runs.resume(run_dir)
-    final = wait(lambda: (s := runs.get_status(run_dir))["state"] not in ("queued", "running") and s, 300,
+    launching.resume(run_dir)
+    final = wait(lambda: (s := reconcile.get_status(run_dir))["state"] not in ("queued", "running") and s, 300,
                  "the resumed run to end")
     assert final["state"] == "finished" and final["step"] == final["total_steps"] == 100 and final["attempt"] == 2
     log = (run_dir / rundir.LOG).read_text()
     assert "resuming from checkpoint-" in log
     assert logits.stat().st_mtime_ns == stamp  # cached in the run directory: not paid for twice
     assert (run_dir / rundir.MODEL / "model.safetensors").is_file()
-    assert runs.list_runs(runs_dir)[0]["state"] == "finished"
+    assert reconcile.list_runs(runs_dir)[0].state == "finished"

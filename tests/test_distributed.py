@@ -1,15 +1,15 @@
 """Past one device: the same launcher starts the job on torchrun; 2 CPU processes (gloo) on the tiny BERT."""
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from lib import rundir, runs
 from lib.config import preset
+from lib.registry import control, launching, reconcile
+from lib.store import rundir
 
 TINY = dict(model="tiny-bert", max_train_samples=48, max_eval_samples=24, num_train_epochs=1.0, logging_steps=1,
             per_device_train_batch_size=4)
@@ -24,11 +24,11 @@ def _env(monkeypatch):
 def wait_terminal(run_dir: Path, timeout: float = 240.0) -> dict:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        status = runs.get_status(run_dir)
+        status = reconcile.get_status(run_dir)
         if status.get("state") in ("finished", "failed", "cancelled"):
             return status
         time.sleep(0.5)
-    raise AssertionError(f"run did not end: {runs.get_status(run_dir)}")
+    raise AssertionError(f"run did not end: {reconcile.get_status(run_dir)}")
 
 
 def tree(run_dir: Path) -> set[str]:
@@ -42,8 +42,8 @@ def tree(run_dir: Path) -> set[str]:
 
 
 def test_two_processes_take_half_the_optimizer_steps_with_the_same_run_directory(tmp_path):
-    one = runs.launch(preset("demo", **TINY), tmp_path)
-    two = runs.launch(preset("demo", **TINY, num_processes=2), tmp_path)
+    one = launching.launch(preset("demo", **TINY), tmp_path)
+    two = launching.launch(preset("demo", **TINY, num_processes=2), tmp_path)
     assert rundir.read_json(two / rundir.RUN)["argv"][1:4] == ["-m", "torch.distributed.run", "--nproc_per_node=2"]
     s1, s2 = wait_terminal(one), wait_terminal(two)
     assert s1["state"] == "finished", rundir.tail_text(one / rundir.LOG)
@@ -62,19 +62,19 @@ def test_two_processes_take_half_the_optimizer_steps_with_the_same_run_directory
 
 def test_cancel_ends_every_rank(tmp_path):
     config = preset("demo", **{**TINY, "max_train_samples": 400, "num_train_epochs": 50.0}, num_processes=2)
-    run_dir = runs.launch(config, tmp_path)
+    run_dir = launching.launch(config, tmp_path)
     end = time.monotonic() + 120
     while time.monotonic() < end:
-        status = runs.get_status(run_dir)
+        status = reconcile.get_status(run_dir)
         if status.get("state") == "running" and (status.get("step") or 0) >= 2:
             break
         time.sleep(0.3)
     else:
-        raise AssertionError(f"run never started: {runs.get_status(run_dir)}")
-    pids = runs.process_group_alive(run_dir)
+        raise AssertionError(f"run never started: {reconcile.get_status(run_dir)}")
+    pids = control.process_group_alive(run_dir)
     assert len(pids) >= 3  # torchrun agent + 2 ranks
-    runs.cancel(run_dir, grace_s=15)
-    assert runs.get_status(run_dir)["state"] == "cancelled"
-    assert runs.process_group_alive(run_dir) == []
+    control.cancel(run_dir, grace_s=15)
+    assert reconcile.get_status(run_dir)["state"] == "cancelled"
+    assert control.process_group_alive(run_dir) == []
     for pid in pids:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

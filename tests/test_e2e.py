@@ -25,9 +25,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
-from e2e_support import (ROOT, StreamlitServer, assert_page_healthy, browser_page, cancel_active_runs,
-                         full_page_screenshot, require_browser, wait_until_settled)
+from e2e_support import (
+    ROOT,
+    StreamlitServer,
+    assert_page_healthy,
+    browser_page,
+    cancel_active_runs,
+    full_page_screenshot,
+    require_browser,
+    wait_until_settled,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -8,11 +8,12 @@ import time
 import numpy as np
 import pytest
 
-from lib import rundir, tokcache
 from lib.config import preset
-from lib.data import load_data
-from lib.models import load_tokenizer
-from lib.train import eval_order, restore_order, tokenize_dataset
+from lib.job import tokcache
+from lib.job.training import eval_order, restore_order, tokenize_dataset
+from lib.sources.data import load_data
+from lib.sources.models import load_tokenizer
+from lib.store import rundir
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +53,7 @@ def test_cache_key_changes_with_what_decides_the_tokens(demo, tmp_path):
     # tiny-bert borrows the bundled MiniLM's tokenizer: the same tokens, so the same entries.
     assert tokcache.tokenizer_identity(load_tokenizer("bundled-minilm")) == tokcache.tokenizer_identity(tok)
     import copy
+
     from tokenizers import normalizers
     cased = copy.deepcopy(tok)
     cased.backend_tokenizer.normalizer = normalizers.BertNormalizer(lowercase=False)
@@ -99,7 +101,8 @@ def test_tokenizer_identity_ignores_the_last_calls_padding_and_truncation():
 
 def test_shuffled_length_groups_serve_upstreams_batches_in_random_order():
     import torch
-    from lib.train import make_trainer_class
+
+    from lib.job.training import make_trainer_class
     trainer_cls = make_trainer_class()
     from transformers.trainer_pt_utils import LengthGroupedSampler
     lengths = [int(x) for x in torch.randint(5, 500, (800,), generator=torch.Generator().manual_seed(0))]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import html
 import io
-import os
 import pickle
 import re
 import shutil
@@ -17,11 +16,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from lib import inference, logs  # noqa: E402
 from lib.errors import DataError, ModelError  # noqa: E402
-from support import shared_tiny_run, train_tiny_run  # noqa: F401
+from lib.readers import checkpoints, metrics, predictions, progress
+from lib.registry import reconcile
+from lib.serving import batch, explain
+from lib.serving import predictor as serving_predictor
+from lib.util import contention
 
 TEXTS = ["Great.", "A long, slow and careful film about two brothers and a farm that slowly wins you over " * 3,
          "Terrible acting, awful script.", "ok", "Not my thing at all, but the music is lovely and the cast tries."]
@@ -45,13 +46,13 @@ def plant_pickles(folder: Path, marker: Path, names=("pytorch_model.bin", "optim
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    return shared_tiny_run(tmp_path_factory)
+def run_dir(tiny_run_dir) -> Path:
+    return tiny_run_dir
 
 
 @pytest.fixture(scope="module")
-def predictor(run_dir) -> inference.Predictor:
-    return inference.Predictor(run_dir / "model")
+def predictor(run_dir) -> serving_predictor.Predictor:
+    return serving_predictor.Predictor(run_dir / "model")
 
 
 def test_the_planted_payload_really_runs_when_unpickled(tmp_path):
@@ -61,12 +62,12 @@ def test_the_planted_payload_really_runs_when_unpickled(tmp_path):
 
 
 def test_model_choices(run_dir):
-    choices = inference.model_choices(run_dir)
+    choices = serving_predictor.model_choices(run_dir)
     kinds = [c.kind for c in choices]
     assert kinds[0] == "final" and kinds[-1] == "base"
     steps = [int(Path(c.path).name.split("-")[1]) for c in choices if c.kind == "checkpoint"]
     assert steps and steps == sorted(steps, reverse=True)
-    assert inference.model_choices(None) == [choices[-1]]
+    assert serving_predictor.model_choices(None) == [choices[-1]]
 
 
 def test_predict_labels_scores_and_order(predictor):
@@ -87,11 +88,11 @@ def test_predict_labels_scores_and_order(predictor):
 
 
 def test_checkpoint_and_base_model_predict(run_dir):
-    ck = [c for c in inference.model_choices(run_dir) if c.kind == "checkpoint"][0]
-    p = inference.Predictor(ck.path)
+    ck = [c for c in serving_predictor.model_choices(run_dir) if c.kind == "checkpoint"][0]
+    p = serving_predictor.Predictor(ck.path)
     assert p.label_names == ["NEGATIVE", "POSITIVE"]
     assert p.predict_one("fine film")["label"] in p.label_names
-    base = inference.Predictor(inference.BASE_MODEL)
+    base = serving_predictor.Predictor(serving_predictor.BASE_MODEL)
     assert base.label_names == ["NEGATIVE", "POSITIVE"]
     out = base.predict_one("A warm, funny film.")
     assert out["label"] in base.label_names and out["latency_ms"] > 0
@@ -130,14 +131,14 @@ def test_explain_maps_words_to_the_text(predictor):
     # repeatable (the model is in eval mode, no dropout)
     again = predictor.explain(text)
     assert [s["score"] for s in again["spans"]] == pytest.approx([s["score"] for s in expl["spans"]])
-    html_out = inference.highlight_html(text, expl, predictor.label_names)
+    html_out = explain.highlight_html(text, expl, predictor.label_names)
     assert "<b>" not in html_out and "</b>" not in html_out
     # strip the highlight markup: what is left is exactly the escaped review
     inner = re.sub(r'^<div[^>]*>|</div>$', "", html_out)
     assert re.sub(r"<span [^>]*>|</span>", "", inner) == html.escape(text)
     assert inner.count("<span ") == len(expl["spans"])
     script = "<script>alert(1)</script>"
-    assert "<script" not in inference.highlight_html(script, predictor.explain(script))
+    assert "<script" not in explain.highlight_html(script, predictor.explain(script))
 
 
 def test_explain_long_and_wordless_text(predictor):
@@ -172,24 +173,24 @@ def test_concurrent_predictions_match_sequential(predictor):
 
 
 def test_deleted_checkpoint_gives_a_clear_message(run_dir, tmp_path):
-    ck = [c for c in inference.model_choices(run_dir) if c.kind == "checkpoint"][0]
+    ck = [c for c in serving_predictor.model_choices(run_dir) if c.kind == "checkpoint"][0]
     copy = tmp_path / "checkpoints" / Path(ck.path).name
     shutil.copytree(ck.path, copy)
-    location, mtime = inference.model_signature(copy)
+    location, mtime = serving_predictor.model_signature(copy)
     assert location == str(copy.resolve()) and mtime > 0
     shutil.rmtree(copy)
     with pytest.raises(ModelError, match="no longer exists"):
-        inference.model_signature(copy)
+        serving_predictor.model_signature(copy)
     with pytest.raises(ModelError, match="no longer exists"):
-        inference.Predictor(copy)
+        serving_predictor.Predictor(copy)
 
 
 def test_not_a_model_folder(tmp_path):
     with pytest.raises(ModelError, match="no config.json"):
-        inference.Predictor(tmp_path)
+        serving_predictor.Predictor(tmp_path)
     (tmp_path / "file.txt").write_text("x")
     with pytest.raises(ModelError, match="not a folder"):
-        inference.Predictor(tmp_path / "file.txt")
+        serving_predictor.Predictor(tmp_path / "file.txt")
 
 
 def test_planted_pickles_are_never_loaded(run_dir, tmp_path):
@@ -201,15 +202,15 @@ def test_planted_pickles_are_never_loaded(run_dir, tmp_path):
     for ck in (run_copy / "checkpoints").iterdir():
         plant_pickles(ck, marker)  # overwrite the real optimizer.pt etc. with the payload
     # listed, charted, described, predicted with
-    runs = logs.list_runs(run_copy.parent)
+    runs = reconcile.list_runs(run_copy.parent)
     assert [r.run_id for r in runs] == [run_copy.name]
-    logs.metric_series(run_copy)
-    logs.progress(run_copy)
-    cks = logs.list_checkpoints(run_copy)
+    metrics.metric_series(run_copy)
+    progress.progress(run_copy)
+    cks = checkpoints.list_checkpoints(run_copy)
     assert cks and all(c.complete for c in cks)
-    logs.predictions_frame(run_copy)
-    for choice in inference.model_choices(run_copy):
-        p = inference.Predictor(choice.path)
+    predictions.predictions_frame(run_copy)
+    for choice in serving_predictor.model_choices(run_copy):
+        p = serving_predictor.Predictor(choice.path)
         assert p.predict_one("a fine film")["label"] in p.label_names
         p.explain("a fine film")
     # a folder with only pickle weights is refused outright
@@ -218,7 +219,7 @@ def test_planted_pickles_are_never_loaded(run_dir, tmp_path):
     shutil.copy(run_copy / "model" / "config.json", pickle_only / "config.json")
     plant_pickles(pickle_only, marker)
     with pytest.raises(ModelError, match="pickle"):
-        inference.Predictor(pickle_only)
+        serving_predictor.Predictor(pickle_only)
     assert not marker.exists()
 
 
@@ -227,38 +228,38 @@ def test_formula_injection_is_neutralised():
     import pandas as pd
     df = pd.DataFrame({"text": ["=1+1", "+cmd", "-2+3", "@SUM(A1)", "\tx", "\rx", "plain", "a=b"],
                        "n": [-1, 2, 3, 4, 5, 6, 7, 8], "=bad header": ["x"] * 8})
-    rows = list(csv.reader(io.StringIO(inference.safe_csv_bytes(df).decode("utf-8"))))
+    rows = list(csv.reader(io.StringIO(batch.safe_csv_bytes(df).decode("utf-8"))))
     assert rows[0] == ["text", "n", "'=bad header"]
     assert [r[0] for r in rows[1:]] == ["'=1+1", "'+cmd", "'-2+3", "'@SUM(A1)", "'\tx", "'\rx", "plain", "a=b"]
     assert rows[1][1] == "-1"  # numbers stay numbers
-    assert inference.neutralize_cell(-5) == -5 and inference.neutralize_cell("ok") == "ok"
+    assert batch.neutralize_cell(-5) == -5 and batch.neutralize_cell("ok") == "ok"
 
 
 def test_predict_frame_and_uploads(predictor, tmp_path):
     import pandas as pd
     df = pd.DataFrame({"id": [1, 2, 3], "review": ["=HYPERLINK(\"http://x\")", "lovely film", None]})
-    out = inference.predict_frame(predictor, df, "review")
+    out = batch.predict_frame(predictor, df, "review")
     assert list(out.columns[:2]) == ["id", "review"]
     assert out["predicted_label"].tolist()[:2] == [r["label"] for r in predictor.predict(df["review"][:2].tolist())]
     assert out["predicted_label"].tolist()[2] == "" and out["note"].tolist()[2] == "empty text"
     assert {"p_NEGATIVE", "p_POSITIVE", "confidence", "truncated"} <= set(out.columns)
     with pytest.raises(DataError, match="no column 'text'"):
-        inference.predict_frame(predictor, df, "text")
+        batch.predict_frame(predictor, df, "text")
     # uploads: read with the data loader's checks, then deleted
-    table = inference.upload_columns(tmp_path, b"id,review\n1,good\n2,bad\n", "x.csv")
+    table = batch.upload_columns(tmp_path, b"id,review\n1,good\n2,bad\n", "x.csv")
     assert table["review"].tolist() == ["good", "bad"]
     bad_uploads = [(b"", "a.csv", "empty"), (b"\x00\x01\x02binary", "a.csv", "binary"),
                    (b"review\ncaf\xe9\n", "a.csv", "UTF-8"), (b"a,b\n1,2,3\n", "a.csv", "fields"),
-                   (b"x", "a.exe", "upload a CSV")]
+                   (b"x", "a.exe", "upload a .csv")]
     for data, name, message in bad_uploads:
         with pytest.raises(DataError, match=message):
-            inference.upload_columns(tmp_path, data, name)
+            batch.upload_columns(tmp_path, data, name)
     assert list((tmp_path / "_uploads").iterdir()) == []
 
 
 def test_other_load_counts_only_other_processes_with_hysteresis():
     """The decision rule on given counters: (time, machine busy seconds, own CPU seconds)."""
-    load = inference.OtherLoad()
+    load = contention.OtherLoad()
     load.cores = 2
     # This process alone kept both cores busy (a big CSV batch): nobody else is there.
     assert load.update((0.0, 0.0, 0.0), (1.0, 1.95, 1.9)) == pytest.approx(0.05) and not load.busy
@@ -278,8 +279,9 @@ def test_one_torch_thread_while_other_processes_keep_every_core_busy(monkeypatch
     """Real processes: busy children make the sampler report other load and predictions drop to one
     thread; this process's own CPU time is measured (and subtracted) across all its threads."""
     import time
+
     import torch
-    load = inference.OtherLoad(interval=0.5)
+    load = contention.OtherLoad(interval=0.5)
     cores = load.cores
     hogs = [subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 20\nwhile time.time() < end: pass"])
             for _ in range(cores)]
@@ -289,16 +291,16 @@ def test_one_torch_thread_while_other_processes_keep_every_core_busy(monkeypatch
         after = load._sample()
         other = load.update(before, after)
         assert other >= cores - 0.5 and load.busy, other
-        monkeypatch.setattr(inference, "OTHER_LOAD", load)
+        monkeypatch.setattr(serving_predictor, "OTHER_LOAD", load)
         load.other = other  # the sampler thread is not started here; is_busy reads the decision
         monkeypatch.setattr(load, "start", lambda: load)
-        assert inference.inference_threads() == 1
+        assert serving_predictor.inference_threads() == 1
     finally:
         for h in hogs:
             h.kill()
             h.wait()
     # Own work is measured over every thread of this process.
-    torch.set_num_threads(max(2, inference._DEFAULT_THREADS or 2))
+    torch.set_num_threads(max(2, serving_predictor._DEFAULT_THREADS or 2))
     before = load._sample()
     x = torch.randn(600, 600)
     t_end = time.monotonic() + 1.0
@@ -307,16 +309,16 @@ def test_one_torch_thread_while_other_processes_keep_every_core_busy(monkeypatch
     after = load._sample()
     assert after[2] - before[2] >= 0.5
     load.update((0.0, 0.0, 0.0), (1.0, 0.1, 0.1))
-    assert not load.busy and inference.inference_threads() == inference._DEFAULT_THREADS
-    torch.set_num_threads(inference._DEFAULT_THREADS)
+    assert not load.busy and serving_predictor.inference_threads() == serving_predictor._DEFAULT_THREADS
+    torch.set_num_threads(serving_predictor._DEFAULT_THREADS)
 
 
 def test_int8_fast_mode_quantizes_the_encoder_and_keeps_its_answers(monkeypatch):
     """int8 mode: the encoder's linear layers run as dynamically quantized int8, the classifier and pooler
     stay float, and the encoder's output stays close to full precision (the bundled MiniLM)."""
     import torch
-    fp32 = inference.Predictor(inference.BASE_MODEL)
-    int8 = inference.Predictor(inference.BASE_MODEL, precision="int8")
+    fp32 = serving_predictor.Predictor(serving_predictor.BASE_MODEL)
+    int8 = serving_predictor.Predictor(serving_predictor.BASE_MODEL, precision="int8")
     assert (fp32.precision, int8.precision) == ("fp32", "int8") and int8.description.endswith("(int8)")
     kinds = {name: type(m).__module__ for name, m in int8.model.named_modules() if type(m).__name__ == "Linear"}
     assert kinds["classifier"] == kinds["bert.pooler.dense"] == "torch.nn.modules.linear"
@@ -333,10 +335,10 @@ def test_int8_fast_mode_quantizes_the_encoder_and_keeps_its_answers(monkeypatch)
     r8 = int8.predict_one(TEXTS[1])
     assert r8["label"] in int8.label_names and r8["latency_ms"] > 0
     with pytest.raises(ModelError, match="unknown precision 'fp16'"):
-        inference.Predictor(inference.BASE_MODEL, precision="fp16")
+        serving_predictor.Predictor(serving_predictor.BASE_MODEL, precision="fp16")
     monkeypatch.delenv("LAB_PREDICT_PRECISION", raising=False)
-    assert inference.default_precision() == "int8"
+    assert serving_predictor.default_precision() == "int8"
     monkeypatch.setenv("LAB_PREDICT_PRECISION", "FP32")
-    assert inference.default_precision() == "fp32"
+    assert serving_predictor.default_precision() == "fp32"
     monkeypatch.setenv("LAB_PREDICT_PRECISION", "bogus")
-    assert inference.default_precision() == "int8"
+    assert serving_predictor.default_precision() == "int8"

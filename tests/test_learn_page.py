@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from lib import learn_text
-from lib.steps import event_schedule, plan_steps
+from lib.job.steps import event_schedule, plan_steps
+from pages.ui import learn_text
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = str(ROOT / "pages" / "learn.py")

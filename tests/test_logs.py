@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from lib import logs, rundir  # noqa: E402
+from lib.readers import checkpoints, compare, metrics, predictions, progress
+from lib.registry import reconcile
+from lib.store import (
+    jsonl,
+    rundir,  # noqa: E402
+)
 
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
-    logs.clear_cache()
+    jsonl.clear_cache()
     yield
-    logs.clear_cache()
+    jsonl.clear_cache()
 
 
 def make_run(runs: Path, run_id: str, *, status: dict | None = None, config: dict | None = None) -> Path:
@@ -40,27 +43,27 @@ def line(**row) -> str:
 # ------------------------------------------------------------------------------------------ jsonl reader
 def test_missing_file_and_empty_run(tmp_path):
     run = make_run(tmp_path, "20260101-000000-aaaaaa")
-    assert logs.read_metrics(run) == []
-    series = logs.metric_series(run)
+    assert metrics.read_metrics(run) == []
+    series = metrics.metric_series(run)
     assert series.log == series.eval == series.save == []
-    prog = logs.progress(run, status={})
+    prog = progress.progress(run, status={})
     assert prog.state == "unknown" and prog.step == 0 and prog.eta_s is None
-    assert logs.list_checkpoints(run, status={}) == []
-    assert logs.predictions_frame(run).empty
-    assert logs.final_metrics(run, status={}) == {}
-    assert logs.read_baseline(run) is None
-    assert logs.log_tail(run) == ""
+    assert checkpoints.list_checkpoints(run, status={}) == []
+    assert predictions.predictions_frame(run).empty
+    assert metrics.final_metrics(run, status={}) == {}
+    assert metrics.read_baseline(run) is None
+    assert metrics.log_tail(run) == ""
 
 
 def test_torn_last_line_is_left_for_later(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text(line(event="log", step=1, loss=0.9) + line(event="log", step=2, loss=0.8)
                     + '{"event": "log", "step": 3, "lo')
-    rows = logs.read_jsonl(path)
+    rows = jsonl.read_jsonl(path)
     assert [r["step"] for r in rows] == [1, 2]
     with open(path, "a") as fh:  # the writer finishes the line and appends another
         fh.write('ss": 0.7}\n' + line(event="log", step=4, loss=0.6))
-    rows2 = logs.read_jsonl(path)
+    rows2 = jsonl.read_jsonl(path)
     assert [r["step"] for r in rows2] == [1, 2, 3, 4]
     assert rows2[2]["loss"] == 0.7
 
@@ -75,27 +78,27 @@ def test_corrupt_lines_are_skipped(tmp_path):
         fh.write(b"\n   \n")                          # blank lines
         fh.write(b'{"event": "log", "step": 2, "loss": NaN}\n')  # NaN: Python's json reads it
         fh.write(line(event="eval", step=2, eval_accuracy=0.5).encode())
-    rows = logs.read_jsonl(path)
+    rows = jsonl.read_jsonl(path)
     assert [(r["event"], r["step"]) for r in rows] == [("log", 1), ("log", 2), ("eval", 2)]
     # a NaN loss is not charted
-    series = logs._build_series(rows)
+    series = metrics._build_series(rows)
     assert series.column("log", "loss")[1] == [1.0]
 
 
 def test_growth_reads_only_new_rows(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text("".join(line(event="log", step=i, loss=1.0 / i) for i in range(1, 101)))
-    first = logs.read_jsonl(path)
-    version = logs.jsonl_version(path)
+    first = jsonl.read_jsonl(path)
+    version = jsonl.jsonl_version(path)
     assert len(first) == 100
     # unchanged file: the very same cached list, same version
-    assert logs.read_jsonl(path) is first
-    assert logs.jsonl_version(path) == version
+    assert jsonl.read_jsonl(path) is first
+    assert jsonl.jsonl_version(path) == version
     with open(path, "a") as fh:
         fh.write("".join(line(event="log", step=i, loss=1.0 / i) for i in range(101, 151)))
-    grown = logs.read_jsonl(path)
+    grown = jsonl.read_jsonl(path)
     assert len(grown) == 150
-    assert logs.jsonl_version(path) != version
+    assert jsonl.jsonl_version(path) != version
     # the first 100 rows were not parsed again: they are the same objects
     assert all(a is b for a, b in zip(first, grown[:100]))
     assert [r["step"] for r in grown[100:]] == list(range(101, 151))
@@ -104,16 +107,16 @@ def test_growth_reads_only_new_rows(tmp_path):
 def test_replaced_or_truncated_file_is_read_again(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text("".join(line(event="log", step=i) for i in range(1, 11)))
-    assert len(logs.read_jsonl(path)) == 10
+    assert len(jsonl.read_jsonl(path)) == 10
     # replaced by a shorter file (another inode)
     tmp = tmp_path / "new.jsonl"
     tmp.write_text(line(event="log", step=99))
     os.replace(tmp, path)
-    assert [r["step"] for r in logs.read_jsonl(path)] == [99]
+    assert [r["step"] for r in jsonl.read_jsonl(path)] == [99]
     # truncated in place and rewritten longer: first bytes differ, so start over
     with open(path, "w") as fh:
         fh.write("".join(line(event="log", step=i, note="x") for i in range(200, 205)))
-    assert [r["step"] for r in logs.read_jsonl(path)] == list(range(200, 205))
+    assert [r["step"] for r in jsonl.read_jsonl(path)] == list(range(200, 205))
     # rewritten in place with the same size but other content
     before = path.stat().st_size
     text = path.read_text().replace('"x"', '"y"')
@@ -121,10 +124,10 @@ def test_replaced_or_truncated_file_is_read_again(tmp_path):
     time.sleep(0.01)
     path.write_text(text)
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 5_000_000))
-    assert {r["note"] for r in logs.read_jsonl(path)} == {"y"}
+    assert {r["note"] for r in jsonl.read_jsonl(path)} == {"y"}
     # deleted: empty again
     path.unlink()
-    assert logs.read_jsonl(path) == []
+    assert jsonl.read_jsonl(path) == []
 
 
 def test_ten_thousand_lines(tmp_path):
@@ -137,17 +140,17 @@ def test_ten_thousand_lines(tmp_path):
             rows.append(line(event="eval", step=i, epoch=i / 1000, elapsed_s=i * 0.1, eval_accuracy=i / 10_000))
             rows.append(line(event="save", step=i, epoch=i / 1000, elapsed_s=i * 0.1, checkpoint=f"checkpoint-{i}"))
     (run / rundir.METRICS).write_text("".join(rows))
-    series = logs.metric_series(run)
+    series = metrics.metric_series(run)
     assert len(series.log) == 10_000 and len(series.eval) == 10 and len(series.save) == 10
-    assert logs.metric_series(run) is series  # derived data is cached with the rows
+    assert metrics.metric_series(run) is series  # derived data is cached with the rows
     xs, ys = series.xy("log", "loss", "time")
     assert xs[:2] == pytest.approx([0.1 / 60, 0.2 / 60]) and ys[:2] == [1.0, 0.5]  # minutes of training
     assert series.xy("log", "loss", "time") is series.xy("log", "loss", "time")  # memoized
     assert series.xy("eval", "eval_accuracy", "epoch")[0] == pytest.approx([float(e) for e in range(1, 11)])
     with open(run / rundir.METRICS, "a") as fh:  # growth: a new series, never a stale memo
         fh.write(line(event="log", step=10_001, epoch=10.001, elapsed_s=1000.1, loss=0.0))
-    assert len(logs.metric_series(run).xy("log", "loss", "time")[0]) == 10_001
-    assert logs.final_metrics(run, status={})["eval_accuracy"] == 1.0
+    assert len(metrics.metric_series(run).xy("log", "loss", "time")[0]) == 10_001
+    assert metrics.final_metrics(run, status={})["eval_accuracy"] == 1.0
 
 
 def test_resumed_run_relogs_steps_and_last_row_wins(tmp_path):
@@ -155,7 +158,7 @@ def test_resumed_run_relogs_steps_and_last_row_wins(tmp_path):
     text = "".join(line(event="log", step=s, loss=1.0) for s in (1, 2, 3, 4))
     text += "".join(line(event="log", step=s, loss=0.5) for s in (3, 4, 5))  # resumed from checkpoint-2
     (run / rundir.METRICS).write_text(text)
-    series = logs.metric_series(run)
+    series = metrics.metric_series(run)
     assert [(r["step"], r["loss"]) for r in series.log] == [(1, 1.0), (2, 1.0), (3, 0.5), (4, 0.5), (5, 0.5)]
 
 
@@ -171,7 +174,7 @@ def test_progress_eta_from_recent_step_rate(tmp_path):
     now = 1_000_000.0
     status = {"state": "running", "step": 40, "total_steps": 100, "epoch": 0.8, "elapsed_s": 120.0,
               "heartbeat": now - 3.0}
-    prog = logs.progress(run, status=status, now=now)
+    prog = progress.progress(run, status=status, now=now)
     assert prog.state == "running" and prog.active and not prog.terminal
     assert prog.step == 40 and prog.total_steps == 100
     assert prog.fraction == pytest.approx(0.4)
@@ -186,19 +189,19 @@ def test_progress_eta_from_recent_step_rate(tmp_path):
 def test_progress_of_failed_and_finished_runs(tmp_path):
     run = make_run(tmp_path, "20260101-000000-eeeeee")
     err = {"type": "OutOfMemoryError", "message": "out of memory: CUDA", "hint": "try a smaller batch"}
-    prog = logs.progress(run, status={"state": "failed", "step": 7, "total_steps": 20, "error": err,
+    prog = progress.progress(run, status={"state": "failed", "step": 7, "total_steps": 20, "error": err,
                                       "exit_code": 1})
     assert prog.terminal and prog.eta_s is None and prog.error == err and prog.exit_code == 1
     assert prog.fraction == pytest.approx(7 / 20)
-    done = logs.progress(run, status={"state": "finished", "step": 20, "total_steps": 20, "elapsed_s": 42.0})
+    done = progress.progress(run, status={"state": "finished", "step": 20, "total_steps": 20, "elapsed_s": 42.0})
     assert done.fraction == 1.0 and done.eta_s is None and done.elapsed_s == 42.0
-    assert logs.format_duration(3725) == "1h 02m 05s" and logs.format_duration(None) == "–"
+    assert progress.format_duration(3725) == "1h 02m 05s" and progress.format_duration(None) == "–"
 
 
 def test_ema():
-    assert logs.ema([1.0, 2.0, 3.0], 0.0) == [1.0, 2.0, 3.0]
-    assert logs.ema([5.0] * 4, 0.9) == pytest.approx([5.0] * 4)  # start-up corrected: no drift from 0
-    smoothed = logs.ema([0.0, 10.0], 0.5)
+    assert metrics.ema([1.0, 2.0, 3.0], 0.0) == [1.0, 2.0, 3.0]
+    assert metrics.ema([5.0] * 4, 0.9) == pytest.approx([5.0] * 4)  # start-up corrected: no drift from 0
+    smoothed = metrics.ema([0.0, 10.0], 0.5)
     assert smoothed[0] == 0.0 and 0.0 < smoothed[1] < 10.0
 
 
@@ -212,7 +215,7 @@ def test_list_runs_newest_first_and_tolerant(tmp_path):
     (broken / rundir.STATUS).write_text("{ not json")
     (tmp_path / "not-a-run").mkdir()
     os.symlink(old, tmp_path / "20260104-000000-dddddd")  # symlinked run: skipped
-    runs = logs.list_runs(tmp_path)
+    runs = reconcile.list_runs(tmp_path)
     assert [r.run_id for r in runs] == ["20260103-000000-cccccc", "20260102-000000-bbbbbb",
                                         "20260101-000000-aaaaaa"]
     by = {r.run_id: r for r in runs}
@@ -220,7 +223,7 @@ def test_list_runs_newest_first_and_tolerant(tmp_path):
     assert by["20260102-000000-bbbbbb"].label == "m on d"
     assert by["20260102-000000-bbbbbb"].error == {"message": "boom"}
     assert by["20260103-000000-cccccc"].state == "unknown"
-    assert logs.list_runs(tmp_path / "missing") == []
+    assert reconcile.list_runs(tmp_path / "missing") == []
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -244,15 +247,15 @@ def test_trainer_state_summary_reads_only_the_ends(tmp_path):
     best = str(run / rundir.CHECKPOINTS / "checkpoint-300")
     ck = make_checkpoint(run, 300, best=best)
     assert (ck / "trainer_state.json").stat().st_size > 8192  # the summary cannot have parsed it all
-    assert logs.trainer_state_summary(ck) == {"complete": True, "global_step": 300, "epoch": 30.0,
+    assert checkpoints.trainer_state_summary(ck) == {"complete": True, "global_step": 300, "epoch": 30.0,
                                               "best_model_checkpoint": best}
     text = (ck / "trainer_state.json").read_text()
     (ck / "trainer_state.json").write_text(text[:len(text) // 2])  # torn inside the log history
-    assert logs.trainer_state_summary(ck)["complete"] is False
+    assert checkpoints.trainer_state_summary(ck)["complete"] is False
     compact = make_checkpoint(run, 400, compact=True)
-    assert logs.trainer_state_summary(compact) == {"complete": True, "global_step": 400, "epoch": 40.0,
+    assert checkpoints.trainer_state_summary(compact) == {"complete": True, "global_step": 400, "epoch": 40.0,
                                                    "best_model_checkpoint": None}
-    assert logs.trainer_state_summary(run / "missing") is None
+    assert checkpoints.trainer_state_summary(run / "missing") is None
 
 
 def checkpoint_run(tmp_path: Path, **config) -> Path:
@@ -270,7 +273,7 @@ def test_checkpoints_finished_run(tmp_path):
     run = checkpoint_run(tmp_path)
     make_checkpoint(run, 20, weights=b"x" * 3000)
     make_checkpoint(run, 30)
-    cks = logs.list_checkpoints(run, status={"state": "finished"})
+    cks = checkpoints.list_checkpoints(run, status={"state": "finished"})
     assert [c.step for c in cks] == [10, 20, 30]
     c10, c20, c30 = cks
     assert not c10.on_disk and not c10.kept and "save_total_limit" in c10.note
@@ -286,7 +289,7 @@ def test_checkpoints_next_save_rotation_for_live_run(tmp_path):
     run = checkpoint_run(tmp_path)
     make_checkpoint(run, 20)
     make_checkpoint(run, 30)
-    cks = {c.step: c for c in logs.list_checkpoints(run, status={"state": "running"})}
+    cks = {c.step: c for c in checkpoints.list_checkpoints(run, status={"state": "running"})}
     # with save_total_limit=2 the next save removes the oldest one on disk (even though it is the best)
     assert not cks[20].kept and "next save" in cks[20].note
     assert cks[30].kept
@@ -297,7 +300,7 @@ def test_checkpoints_load_best_keeps_the_best(tmp_path):
     best = str(run / rundir.CHECKPOINTS / "checkpoint-20")
     make_checkpoint(run, 20, best=best)
     make_checkpoint(run, 30, best=best)
-    cks = {c.step: c for c in logs.list_checkpoints(run, status={"state": "running"})}
+    cks = {c.step: c for c in checkpoints.list_checkpoints(run, status={"state": "running"})}
     assert cks[20].best and cks[20].kept and "load_best_model_at_end" in cks[20].note
     # the trainer protects the newest and the best: with a limit of 2, the next save pushes out step 30
     assert not cks[30].kept and "next save" in cks[30].note
@@ -308,11 +311,11 @@ def test_checkpoints_lower_is_better_and_incomplete(tmp_path):
     make_checkpoint(run, 20)
     torn = make_checkpoint(run, 30)
     (torn / "trainer_state.json").write_text('{"global_st')  # killed while writing
-    cks = {c.step: c for c in logs.list_checkpoints(run, status={"state": "failed"})}
+    cks = {c.step: c for c in checkpoints.list_checkpoints(run, status={"state": "failed"})}
     assert not cks[30].complete and "incomplete" in cks[30].note
     # eval_loss is 0.1 at step 20 and 0.2 at step 30: lower wins
     assert cks[20].best and not cks[30].best
-    assert logs.best_metric_key({"metric_for_best_model": "loss"}) == ("eval_loss", False)
+    assert checkpoints.best_metric_key({"metric_for_best_model": "loss"}) == ("eval_loss", False)
 
 
 # ------------------------------------------------------------------------------------------ predictions
@@ -331,16 +334,16 @@ def test_error_analysis_numbers(tmp_path):
         ("not bad at all really", 1, 0, [0.62, 0.38]),    # wrong, confidence 0.62
         ("lovely", 1, 1, [0.35, 0.65]),                   # right, confidence 0.65
     ], torn=True)
-    df = logs.predictions_frame(run)
+    df = predictions.predictions_frame(run)
     assert len(df) == 5  # the torn last line is not read
-    assert logs.confusion_matrix(df) == [[1, 1], [1, 2]]
-    worst = logs.confidently_wrong(df, 10)
+    assert predictions.confusion_matrix(df) == [[1, 1], [1, 2]]
+    worst = predictions.confidently_wrong(df, 10)
     assert worst["text"].tolist() == ["a dull slog of a film", "not bad at all really"]
-    assert logs.filter_predictions(df, true_label=1)["text"].tolist() == ["great fun", "not bad at all really", "lovely"]
-    assert logs.filter_predictions(df, pred_label=0, only_wrong=True)["text"].tolist() == ["not bad at all really"]
-    assert logs.filter_predictions(df, min_words=2, max_words=5)["text"].tolist() == [
+    assert predictions.filter_predictions(df, true_label=1)["text"].tolist() == ["great fun", "not bad at all really", "lovely"]
+    assert predictions.filter_predictions(df, pred_label=0, only_wrong=True)["text"].tolist() == ["not bad at all really"]
+    assert predictions.filter_predictions(df, min_words=2, max_words=5)["text"].tolist() == [
         "great fun", "not bad at all really"]  # "a dull slog of a film" has 6 words
-    bins, ece = logs.reliability(df, n_bins=5)
+    bins, ece = predictions.reliability(df, n_bins=5)
     counts = {(round(b["lo"], 2), round(b["hi"], 2)): b["count"] for b in bins}
     assert counts == {(0.5, 0.6): 0, (0.6, 0.7): 3, (0.7, 0.8): 0, (0.8, 0.9): 0, (0.9, 1.0): 2}
     b60 = bins[1]
@@ -356,12 +359,12 @@ def test_predictions_with_bad_rows(tmp_path):
         + line(index=1, text="no probs", label=1, pred=1)
         + line(index=2, text="bad label", label="x", pred=1, probs=[0.2, 0.8])
         + "garbage\n")
-    df = logs.predictions_frame(run)
+    df = predictions.predictions_frame(run)
     assert df["text"].tolist() == ["ok"]
 
 
 def test_compare_configs():
-    rows, differing = logs.compare_configs({"a": {"lr": 1e-4, "model": "x", "labels": ["n", "p"]},
+    rows, differing = compare.compare_configs({"a": {"lr": 1e-4, "model": "x", "labels": ["n", "p"]},
                                             "b": {"lr": 5e-5, "model": "x", "labels": ["n", "p"], "extra": 1}})
     assert differing == {"lr", "extra"}
     assert [r["field"] for r in rows] == ["lr", "model", "labels", "extra"]

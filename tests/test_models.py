@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from lib.errors import ModelError
-from lib.models import check_safe_folder, load_model, load_tokenizer, resolve_model_source
+from lib.sources.models import check_safe_folder, load_model, load_tokenizer, resolve_model_source
 
 
 @pytest.mark.parametrize("spec,kind", [
@@ -17,8 +17,12 @@ def test_sources_are_recognised(spec, kind):
 
 def test_a_local_folder_must_be_written_as_a_path_and_exist(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "bert-base-uncased").mkdir()  # a folder with a Hub id's name does not replace the Hub model
     assert resolve_model_source("bert-base-uncased").kind == "hub"
+    # A folder with a Hub id's name would be read by from_pretrained instead of the Hub, past the path checks:
+    # the name is refused and the message says how to use either.
+    (tmp_path / "bert-base-uncased").mkdir()
+    with pytest.raises(ModelError, match=r"local folder of that name exists.*\./bert-base-uncased"):
+        resolve_model_source("bert-base-uncased")
     assert resolve_model_source("./bert-base-uncased").kind == "local"
     with pytest.raises(ModelError, match="does not exist"):
         resolve_model_source("./missing-model")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import pickle
 import shutil
 import subprocess
@@ -14,10 +13,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from lib import predict  # noqa: E402
-from support import shared_tiny_run, train_tiny_run  # noqa: F401
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -34,8 +31,8 @@ class Boom:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    return shared_tiny_run(tmp_path_factory)
+def run_dir(tiny_run_dir) -> Path:
+    return tiny_run_dir
 
 
 def check_lines(stdout: str, n: int) -> list[dict]:
@@ -138,7 +135,7 @@ def test_csv_errors(run_dir, tmp_path, capsys):
 def test_precision_flag(run_dir):
     """--precision fp32 gives exactly the library's full-precision scores; int8 (the default) answers too."""
     sys.path.insert(0, str(ROOT))
-    from lib.inference import Predictor
+    from lib.serving.predictor import Predictor
     texts = ["A warm, funny film.", "Dull and far too long."]
     exact = Predictor(run_dir / "model").predict(texts)
     proc = cli("--model", str(run_dir / "model"), "--precision", "fp32", *texts)

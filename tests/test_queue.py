@@ -12,14 +12,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from lib import queue, rundir
+from lib.store import rundir, slots
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def me(**extra) -> dict:
     p = psutil.Process()
-    return {"pid": p.pid, "pgid": os.getpgid(0), "create_time": p.create_time(), "host": queue.hostname(), **extra}
+    return {"pid": p.pid, "pgid": os.getpgid(0), "create_time": p.create_time(), "host": slots.hostname(), **extra}
 
 
 def waiting_run(runs_dir: Path, enqueued_at: float, *, device: str | None = "cpu", run: dict | None = None,
@@ -50,7 +50,7 @@ class Waiter(threading.Thread):
         self.runs_dir, self.run_dir, self.device, self.fd = runs_dir, run_dir, device, None
 
     def run(self):
-        self.fd = queue.acquire_slot(self.runs_dir, self.run_dir, device=self.device, poll_s=0.02)
+        self.fd = slots.acquire_slot(self.runs_dir, self.run_dir, device=self.device, poll_s=0.02)
 
 
 @pytest.fixture
@@ -63,16 +63,16 @@ def runs_dir(tmp_path, monkeypatch):
 
 def test_device_limits_come_from_the_environment(monkeypatch):
     monkeypatch.delenv("LAB_MAX_JOBS_CPU", raising=False)
-    assert queue.device_limit("cpu") == 1
+    assert slots.device_limit("cpu") == 1
     monkeypatch.setenv("LAB_MAX_JOBS_CPU", "3")
-    assert queue.device_limit("cpu") == 3
+    assert slots.device_limit("cpu") == 3
     for bad in ("0", "-2"):
         monkeypatch.setenv("LAB_MAX_JOBS_CPU", bad)
-        assert queue.device_limit("cpu") == 1
+        assert slots.device_limit("cpu") == 1
     monkeypatch.setenv("LAB_MAX_JOBS_CPU", "many")
-    assert queue.device_limit("cpu") == 1  # a typo never crashes a job
+    assert slots.device_limit("cpu") == 1  # a typo never crashes a job
     monkeypatch.setenv("LAB_MAX_JOBS_PER_GPU", "2")
-    assert queue.device_limit("cuda") % 2 == 0
+    assert slots.device_limit("cuda") % 2 == 0
 
 
 def test_waiting_runs_are_in_launch_order_and_only_live_ones_on_this_host(runs_dir):
@@ -85,16 +85,16 @@ def test_waiting_runs_are_in_launch_order_and_only_live_ones_on_this_host(runs_d
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone_ct = psutil.Process(gone.pid).create_time()
     gone.wait()
-    waiting_run(runs_dir, now - 9, run={"pid": gone.pid, "create_time": gone_ct, "host": queue.hostname()})
+    waiting_run(runs_dir, now - 9, run={"pid": gone.pid, "create_time": gone_ct, "host": slots.hostname()})
     waiting_run(runs_dir, now - 8, run=me(host="another-host"))
     waiting_run(runs_dir, now - 7, run=me(create_time=me()["create_time"] - 100))  # recycled pid
-    assert queue.waiting_runs(runs_dir, "cpu") == [early, undecided, late]
-    assert queue.waiting_runs(runs_dir, "cuda") == [gpu, undecided]
-    assert [queue.queue_position(runs_dir, d) for d in (early, undecided, late, gpu)] == [1, 2, 3, 1]
+    assert slots.waiting_runs(runs_dir, "cpu") == [early, undecided, late]
+    assert slots.waiting_runs(runs_dir, "cuda") == [gpu, undecided]
+    assert [slots.queue_position(runs_dir, d) for d in (early, undecided, late, gpu)] == [1, 2, 3, 1]
 
 
 def test_second_job_waits_its_turn_and_a_slot_held_by_a_killed_process_frees_itself(runs_dir):
-    qdir = queue.slot_dir(runs_dir)
+    qdir = slots.slot_dir(runs_dir)
     qdir.mkdir(parents=True)
     holder = subprocess.Popen([sys.executable, "-c", (
         "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
@@ -141,5 +141,5 @@ def test_two_slots_let_two_jobs_train_at_once(runs_dir, monkeypatch):
 
 
 def test_each_host_has_its_own_slots(runs_dir):
-    assert queue.slot_dir(runs_dir, "box-a") != queue.slot_dir(runs_dir, "box-b")
-    assert queue.slot_dir(runs_dir, "../../evil").parent == runs_dir / queue.QUEUE_DIR
+    assert slots.slot_dir(runs_dir, "box-a") != slots.slot_dir(runs_dir, "box-b")
+    assert slots.slot_dir(runs_dir, "../../evil").parent == runs_dir / slots.QUEUE_DIR

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from lib import rundir
+from lib.readers import checkpoints, metrics, predictions
+from lib.registry import reconcile
+from lib.store import rundir
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--set", "model=tiny-bert", "--set", "max_train_samples=32", "--set", "max_eval_samples=16",
@@ -80,7 +82,7 @@ def test_disk_full_fails_with_no_space_left_and_keeps_earlier_checkpoints(tmp_pa
         assert status["state"] == "failed" and "no space left" in status["error"]["message"].lower()
         assert "free space" in status["error"]["hint"]
         # Earlier checkpoints are complete, no half-written one is left, the logs are intact.
-        from lib.train import checkpoint_is_complete, list_checkpoints
+        from lib.store.checkpoint_folders import checkpoint_is_complete, list_checkpoints
         kept = list_checkpoints(run_dir)
         assert kept and all(checkpoint_is_complete(p) for p in kept)
         assert kept[0].name == "checkpoint-4"
@@ -123,12 +125,11 @@ def test_planted_pickles_never_run_when_listed_charted_or_resumed(tmp_path):
                    newest / "scheduler.pt", run_dir / rundir.MODEL / "pytorch_model.bin",
                    run_dir / rundir.MODEL / "training_args.bin"):
         _plant(target, marker)
-    from lib import logs, runs as registry
     # Listed, charted, checkpoints and error analysis: everything the Runs page reads.
-    assert registry.list_runs(runs)[0]["state"] == "finished"
-    assert logs.metric_series(run_dir) is not None and logs.read_metrics(run_dir)
-    assert [c.step for c in logs.list_checkpoints(run_dir)] == [4, 8]
-    assert len(logs.predictions_frame(run_dir)) == 16
+    assert reconcile.list_runs(runs)[0].state == "finished"
+    assert metrics.metric_series(run_dir) is not None and metrics.read_metrics(run_dir)
+    assert [c.step for c in checkpoints.list_checkpoints(run_dir)] == [4, 8]
+    assert len(predictions.predictions_frame(run_dir)) == 16
     assert not marker.exists()
     # Resume: the job loads optimizer/scheduler/rng state with weights_only=True, which refuses the pickle.
     rundir.update_status(run_dir, state="failed")
@@ -141,9 +142,9 @@ def test_planted_pickles_never_run_when_listed_charted_or_resumed(tmp_path):
 
 def test_local_paths_can_be_restricted_to_allowed_roots(tmp_path, monkeypatch):
     from lib.config import preset
-    from lib.data import load_data
     from lib.errors import DataError, ModelError
-    from lib.models import resolve_model_source
+    from lib.sources.data import load_data
+    from lib.sources.models import resolve_model_source
     allowed, outside = tmp_path / "allowed", tmp_path / "outside"
     allowed.mkdir()
     outside.mkdir()

@@ -18,9 +18,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from lib import queue, rundir, runs
 from lib.config import TrainConfig, preset
 from lib.errors import ConfigError, RunError
+from lib.registry import access, control, launching, preflight, reconcile
+from lib.store import rundir, slots
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(model="tiny-bert", max_train_samples=32, max_eval_samples=16, num_train_epochs=1.0)
@@ -44,10 +45,10 @@ def runs_dir(tmp_path):
     yield path
     # never leave a job behind, whatever the test did
     for run_dir in rundir.iter_run_dirs(path):
-        run = runs.read_run_info(run_dir)
+        run = rundir.read_run_info(run_dir)
         pgid = run.get("pgid")
         if (isinstance(pgid, int) and pgid == run.get("launch_pid") and pgid != os.getpgid(0)
-                and runs.process_group_alive(run_dir)):
+                and control.process_group_alive(run_dir)):
             try:
                 os.killpg(pgid, signal.SIGKILL)
             except OSError:
@@ -61,7 +62,7 @@ def tiny_config(**changes) -> TrainConfig:
 def fake_run(runs_dir: Path, *, state="running", config: TrainConfig | None = None, status=None, run=None,
              log: str = "") -> Path:
     """A run directory as a job would leave it, without any job."""
-    run_dir = runs.create_run(runs_dir, config or tiny_config(owner="alice"))
+    run_dir = launching.create_run(runs_dir, config or tiny_config(owner="alice"))
     base = rundir.read_status(run_dir)
     status = dict(status or {})
     if "heartbeat" in status:  # a run that beats was queued before its last beat
@@ -85,7 +86,7 @@ def dead_pid() -> tuple[int, float]:
 
 def me() -> dict:
     p = psutil.Process()
-    return {"pid": p.pid, "pgid": os.getpgid(0), "create_time": p.create_time(), "host": queue.hostname()}
+    return {"pid": p.pid, "pgid": os.getpgid(0), "create_time": p.create_time(), "host": slots.hostname()}
 
 
 def wait_for(predicate, timeout=120.0, interval=0.1, what="condition"):
@@ -119,7 +120,7 @@ def group_processes(pgid: int) -> list[psutil.Process]:
 # run directories, names and paths
 # ---------------------------------------------------------------------------------------------------
 def test_create_run_writes_config_and_queued_status(runs_dir):
-    run_dir = runs.create_run(runs_dir, tiny_config(run_name="my run"), owner="alice")
+    run_dir = launching.create_run(runs_dir, tiny_config(run_name="my run"), owner="alice")
     assert rundir.is_run_id(run_dir.name) and run_dir.parent == runs_dir.resolve()
     config = TrainConfig.load(run_dir / rundir.CONFIG)
     assert config.owner == "alice" and config.run_name == "my run" and config.model == "tiny-bert"
@@ -132,7 +133,7 @@ def test_many_launches_in_the_same_second_get_distinct_run_dirs(runs_dir):
     lock = threading.Lock()
 
     def make():
-        d = runs.create_run(runs_dir, tiny_config())
+        d = launching.create_run(runs_dir, tiny_config())
         with lock:
             made.append(d)
 
@@ -152,21 +153,21 @@ NASTY = ["../../escape", "/etc/passwd", "; rm -rf ~", "$(id)", "`id`", "--output
 @pytest.mark.parametrize("name", NASTY)
 def test_run_names_and_owners_never_reach_a_path_or_the_command_line(runs_dir, name):
     config = tiny_config(run_name=name, owner=name)
-    run_dir = runs.create_run(runs_dir, config)
+    run_dir = launching.create_run(runs_dir, config)
     assert rundir.is_run_id(run_dir.name)
     assert [p.name for p in runs_dir.iterdir()] == [run_dir.name]  # nothing else created
     assert not (runs_dir.parent / "escape").exists()
     saved = TrainConfig.load(run_dir / rundir.CONFIG)
     assert saved.run_name == name and saved.owner == name  # kept as plain text
-    argv = runs.job_command(saved, run_dir)
+    argv = launching.job_command(saved, run_dir)
     assert argv == [sys.executable, "-m", "lib.train", "--run-dir", str(run_dir)]
-    assert runs.list_runs(runs_dir)[0]["label"] == name.strip()
+    assert reconcile.list_runs(runs_dir)[0].label == name.strip()
 
 
 def test_a_nul_byte_in_free_text_is_refused_before_anything_is_created(runs_dir):
     for field in ("run_name", "owner"):
         with pytest.raises(ConfigError) as err:
-            runs.create_run(runs_dir, TrainConfig.from_dict({**TINY, field: "bad\x00name"}))
+            launching.create_run(runs_dir, TrainConfig.from_dict({**TINY, field: "bad\x00name"}))
         assert "NUL" in err.value.errors[field]
     assert list(runs_dir.iterdir()) == []
 
@@ -179,11 +180,11 @@ def test_symlinked_run_dir_pointing_outside_is_refused(runs_dir, tmp_path):
     link = runs_dir / "20260101-120000-abcdef"
     link.symlink_to(outside, target_is_directory=True)
     with pytest.raises(RunError, match="symbolic link"):
-        runs.run_path(runs_dir, link.name)
-    for action in (runs.delete, runs.cancel, runs.resume):
+        rundir.resolve_run_dir(runs_dir, link.name)
+    for action in (control.delete, control.cancel, launching.resume):
         with pytest.raises(RunError):
             action(link)
-    assert runs.list_runs(runs_dir) == []
+    assert reconcile.list_runs(runs_dir) == []
     proc = cli("--runs-dir", str(runs_dir), "delete", link.name)
     assert proc.returncode != 0 and "symbolic link" in proc.stderr and "Traceback" not in proc.stderr
     assert (outside / "precious.txt").read_text() == "keep me"
@@ -192,7 +193,7 @@ def test_symlinked_run_dir_pointing_outside_is_refused(runs_dir, tmp_path):
 @pytest.mark.parametrize("bad", ["../x", "20260101-120000-abcdef/../../x", "x\x00", "", "20260101-120000-ABCDEF"])
 def test_run_ids_from_outside_must_be_server_made(runs_dir, bad):
     with pytest.raises(RunError):
-        runs.run_path(runs_dir, bad)
+        rundir.resolve_run_dir(runs_dir, bad)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -201,14 +202,14 @@ def test_run_ids_from_outside_must_be_server_made(runs_dir, bad):
 def test_running_run_whose_process_is_gone_becomes_failed_with_the_log_tail(runs_dir):
     pid, ct = dead_pid()
     run_dir = fake_run(runs_dir, status={"step": 7, "total_steps": 20, "pid": pid},
-                       run={"pid": pid, "pgid": pid, "create_time": ct, "host": queue.hostname()},
+                       run={"pid": pid, "pgid": pid, "create_time": ct, "host": slots.hostname()},
                        log="loading...\n" + "x" * 5000 + "\nthe last words of the job\n")
-    status = runs.get_status(run_dir)
+    status = reconcile.get_status(run_dir)
     assert status["state"] == "failed" and status["step"] == 7
     assert "process ended unexpectedly" in status["error"]["message"]
     assert "killed or crashed" in status["error"]["message"]  # not our child: the exit status is unknown
     assert status["error"]["log_tail"].endswith("the last words of the job\n")
-    assert len(status["error"]["log_tail"]) <= runs.LOG_TAIL_BYTES
+    assert len(status["error"]["log_tail"]) <= reconcile.LOG_TAIL_BYTES
     on_disk = rundir.read_status(run_dir)
     assert on_disk["state"] == "failed" and on_disk["finished_at"] > 0 and on_disk["error"]["hint"]
 
@@ -216,20 +217,20 @@ def test_running_run_whose_process_is_gone_becomes_failed_with_the_log_tail(runs
 def test_a_recycled_pid_is_noticed_by_its_create_time(runs_dir):
     info = me()
     run_dir = fake_run(runs_dir, state="queued", run={**info, "create_time": info["create_time"] - 500})
-    assert runs.get_status(run_dir)["state"] == "failed"
+    assert reconcile.get_status(run_dir)["state"] == "failed"
 
 
 def test_live_job_with_an_old_heartbeat_shows_stalled_without_writing_it(runs_dir):
     now = time.time()
     run_dir = fake_run(runs_dir, status={"heartbeat": now - 1000, "started_at": now - 1100}, run=me())
     before = (run_dir / rundir.STATUS).read_bytes()
-    status = runs.get_status(run_dir)
+    status = reconcile.get_status(run_dir)
     assert status["state"] == "running" and status["stalled"] and status["display_state"] == "stalled"
     assert status["heartbeat_age_s"] >= 1000
     assert (run_dir / rundir.STATUS).read_bytes() == before
     fresh = fake_run(runs_dir, status={"heartbeat": now}, run=me())
-    assert runs.get_status(fresh)["display_state"] == "running"
-    assert runs.get_status(run_dir, stall_after=5000)["display_state"] == "running"
+    assert reconcile.get_status(fresh)["display_state"] == "running"
+    assert reconcile.get_status(run_dir, stall_after=5000)["display_state"] == "running"
 
 
 def test_a_final_state_written_by_the_job_is_never_overwritten(runs_dir):
@@ -237,7 +238,7 @@ def test_a_final_state_written_by_the_job_is_never_overwritten(runs_dir):
     for state in ("finished", "cancelled", "failed"):
         run_dir = fake_run(runs_dir, state=state, status={"exit_code": 0}, run={"pid": pid, "create_time": ct})
         before = (run_dir / rundir.STATUS).read_bytes()
-        assert runs.get_status(run_dir)["state"] == state
+        assert reconcile.get_status(run_dir)["state"] == state
         assert (run_dir / rundir.STATUS).read_bytes() == before
 
 
@@ -245,21 +246,21 @@ def test_runs_of_another_host_are_judged_by_heartbeat_only(runs_dir):
     pid, ct = dead_pid()
     now = time.time()
     run_dir = fake_run(runs_dir, status={"heartbeat": now}, run={"pid": pid, "create_time": ct, "host": "other-box"})
-    assert runs.get_status(run_dir)["state"] == "running"
+    assert reconcile.get_status(run_dir)["state"] == "running"
     old = fake_run(runs_dir, status={"heartbeat": now - 1000}, run={"pid": pid, "create_time": ct,
                                                                     "host": "other-box"})
-    status = runs.get_status(old)
+    status = reconcile.get_status(old)
     assert status["state"] == "running" and status["display_state"] == "stalled"
     with pytest.raises(RunError, match="other-box"):
-        runs.cancel(old)
+        control.cancel(old)
 
 
 def test_a_queued_run_that_never_got_a_process(runs_dir):
     young = fake_run(runs_dir, state="queued")
-    assert runs.get_status(young)["state"] == "queued"  # the launch may be in progress
+    assert reconcile.get_status(young)["state"] == "queued"  # the launch may be in progress
     old = fake_run(runs_dir, state="queued", status={"created_at": time.time() - 600,
                                                      "enqueued_at": time.time() - 600})
-    status = runs.get_status(old)
+    status = reconcile.get_status(old)
     assert status["state"] == "failed" and "never started" in status["error"]["message"]
 
 
@@ -269,8 +270,8 @@ def test_a_resume_in_progress_is_not_mistaken_for_a_dead_job(runs_dir):
     now = time.time()
     run_dir = fake_run(runs_dir, state="queued", status={"pid": pid, "enqueued_at": now},
                        run={"pid": None, "launch_pid": None, "create_time": ct, "launch_started_at": now,
-                            "host": queue.hostname()})
-    status = runs.get_status(run_dir)
+                            "host": slots.hostname()})
+    status = reconcile.get_status(run_dir)
     assert status["state"] == "queued" and not status["stalled"]
     assert rundir.read_status(run_dir)["state"] == "queued"
 
@@ -278,9 +279,9 @@ def test_a_resume_in_progress_is_not_mistaken_for_a_dead_job(runs_dir):
 def test_reconcilers_racing_each_other_agree_and_leave_valid_json(runs_dir):
     """Several app servers reading at once (here: processes) write one consistent 'failed'."""
     pid, ct = dead_pid()
-    run_dir = fake_run(runs_dir, status={"step": 3}, run={"pid": pid, "create_time": ct, "host": queue.hostname()})
-    code = ("import sys, json; from lib import runs; "
-            "print(json.dumps(runs.get_status(sys.argv[1])['state']))")
+    run_dir = fake_run(runs_dir, status={"step": 3}, run={"pid": pid, "create_time": ct, "host": slots.hostname()})
+    code = ("import sys, json; from lib.registry import reconcile; "
+            "print(json.dumps(reconcile.get_status(sys.argv[1])['state']))")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(run_dir)], cwd=ROOT, stdout=subprocess.PIPE,
                               text=True) for _ in range(6)]
     states = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
@@ -292,15 +293,15 @@ def test_reconcilers_racing_each_other_agree_and_leave_valid_json(runs_dir):
 def test_a_reconciler_that_cannot_take_the_lock_leaves_the_run_to_whoever_holds_it(runs_dir):
     pid, ct = dead_pid()
     run_dir = fake_run(runs_dir, run={"pid": pid, "create_time": ct})
-    fd = os.open(run_dir / runs.LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    fd = os.open(run_dir / rundir.LOCK_FILE, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # someone is cancelling or resuming this run right now
-        status = runs.get_status(run_dir)  # waits a moment for the lock, then leaves the run to its holder
+        status = reconcile.get_status(run_dir)  # waits a moment for the lock, then leaves the run to its holder
         assert status["state"] == "running" and not status["stalled"]
         assert rundir.read_status(run_dir)["state"] == "running"
     finally:
         os.close(fd)
-    runs.get_status(run_dir)
+    reconcile.get_status(run_dir)
     assert rundir.read_status(run_dir)["state"] == "failed"
 
 
@@ -311,7 +312,7 @@ FAKE_JOB = """
 import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import psutil
-from lib import rundir
+from lib.store import rundir
 run_dir = Path(sys.argv[1])
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
 if sys.argv[2] == "ignore":
@@ -337,7 +338,7 @@ def start_fake_job(run_dir: Path, mode: str, *, own_group: bool) -> tuple[subpro
                             text=True, start_new_session=own_group)
     child = int(proc.stdout.readline())
     if own_group:  # as the registry records a job it launched
-        run = runs.read_run_info(run_dir)
+        run = rundir.read_run_info(run_dir)
         run.update(launch_pid=proc.pid, launch_create_time=run["create_time"])
         rundir.atomic_write_json(run_dir / rundir.RUN, run)
     return proc, child
@@ -347,7 +348,7 @@ def test_cancel_of_a_job_started_by_hand_stops_its_tree_but_never_its_parents_gr
     run_dir = fake_run(runs_dir, state="queued")
     proc, child = start_fake_job(run_dir, "obey", own_group=False)
     assert os.getpgid(proc.pid) == os.getpgid(0)  # shares our group: signalling the group would kill pytest
-    status = runs.cancel(run_dir, grace_s=5)
+    status = control.cancel(run_dir, grace_s=5)
     assert status["state"] == "cancelled" and status["exit_code"] == 143
     assert proc.wait(timeout=10) == 143
     assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
@@ -356,7 +357,7 @@ def test_cancel_of_a_job_started_by_hand_stops_its_tree_but_never_its_parents_gr
 def test_a_job_that_ignores_sigterm_is_killed_after_the_grace_period(runs_dir):
     run_dir = fake_run(runs_dir, state="queued")
     proc, child = start_fake_job(run_dir, "ignore", own_group=True)
-    status = runs.cancel(run_dir, grace_s=1)
+    status = control.cancel(run_dir, grace_s=1)
     assert status["state"] == "cancelled" and "SIGKILL" in status["error"]["message"]
     assert status["exit_code"] == -signal.SIGKILL
     assert proc.wait(timeout=10) == -signal.SIGKILL
@@ -380,34 +381,31 @@ def test_list_shows_label_owner_progress_and_best_eval_accuracy(runs_dir):
         fh.write('{"event": "eval", "eval_accuracy": 0.99')  # torn last line: ignored
     second = fake_run(runs_dir, state="running", config=tiny_config(owner="carol", run_name=""),
                       status={"step": 5, "total_steps": 20, "started_at": now - 10, "heartbeat": now}, run=me())
-    rows = runs.list_runs(runs_dir, now=now)
-    assert [r["id"] for r in rows] == sorted([run_dir.name, second.name], reverse=True)
-    by_id = {r["id"]: r for r in rows}
+    rows = reconcile.list_runs(runs_dir, now=now)
+    assert [r.run_id for r in rows] == sorted([run_dir.name, second.name], reverse=True)
+    by_id = {r.run_id: r for r in rows}
     first = by_id[run_dir.name]
-    assert (first["label"], first["owner"], first["state"], first["model"], first["dataset"]) == (
+    assert (first.label, first.owner, first.state, first.model, first.dataset) == (
         "first", "bob", "finished", "tiny-bert", "demo")
-    assert first["best_eval_accuracy"] == pytest.approx(0.8) and first["progress"] == 1.0
-    assert first["duration_s"] == pytest.approx(60, abs=0.01)
+    assert first.best_eval_accuracy == pytest.approx(0.8) and first.progress == 1.0
+    assert first.duration_s == pytest.approx(60, abs=0.01)
     live = by_id[second.name]
-    assert live["label"] == "tiny-bert on demo" and live["progress"] == pytest.approx(0.25)
-    assert live["duration_s"] == pytest.approx(10, abs=0.01) and live["best_eval_accuracy"] is None
-    # the Runs page's reader goes through the registry too
-    from lib import logs
-    assert {r.run_id: r.state for r in logs.list_runs(runs_dir)} == {run_dir.name: "finished", second.name: "running"}
+    assert live.label == "tiny-bert on demo" and live.progress == pytest.approx(0.25)
+    assert live.duration_s == pytest.approx(10, abs=0.01) and live.best_eval_accuracy is None
 
 
 def test_delete_refuses_an_active_run_and_removes_a_finished_one(runs_dir):
     active = fake_run(runs_dir, status={"heartbeat": time.time()}, run=me())
     with pytest.raises(RunError, match="cancel it"):
-        runs.delete(active)
+        control.delete(active)
     assert active.is_dir()
     done = fake_run(runs_dir, state="finished")
     (done / "checkpoints" / "checkpoint-1").mkdir(parents=True)
     (done / "checkpoints" / "checkpoint-1" / "x.bin").write_bytes(b"0" * 100)
-    runs.delete(done)
+    control.delete(done)
     assert not done.exists() and [p.name for p in runs_dir.iterdir()] == [active.name]
     with pytest.raises(RunError, match="no run"):
-        runs.delete(done)
+        control.delete(done)
 
 
 def test_delete_does_not_follow_symlinks_inside_a_run(runs_dir, tmp_path):
@@ -416,21 +414,21 @@ def test_delete_does_not_follow_symlinks_inside_a_run(runs_dir, tmp_path):
     (outside / "data.csv").write_text("text,label\n")
     run_dir = fake_run(runs_dir, state="failed")
     (run_dir / "link").symlink_to(outside, target_is_directory=True)
-    runs.delete(run_dir)
+    control.delete(run_dir)
     assert not run_dir.exists() and (outside / "data.csv").is_file()
 
 
 def test_only_the_owner_or_an_admin_may_manage_a_run(runs_dir):
     run_dir = fake_run(runs_dir, state="finished", config=tiny_config(owner="Alice@Example.org"))
-    assert runs.can_manage(run_dir, "alice@example.org", admins=[])
-    assert not runs.can_manage(run_dir, "mallory@example.org", admins=["root@example.org"])
-    assert runs.can_manage(run_dir, "root@example.org", admins=["ROOT@example.org"])
-    assert not runs.can_manage(run_dir, "", admins=[""])
+    assert access.can_manage(run_dir, "alice@example.org", admins=[])
+    assert not access.can_manage(run_dir, "mallory@example.org", admins=["root@example.org"])
+    assert access.can_manage(run_dir, "root@example.org", admins=["ROOT@example.org"])
+    assert not access.can_manage(run_dir, "", admins=[""])
     nobody = fake_run(runs_dir, state="finished", config=tiny_config(owner=""))
-    assert not runs.can_manage(nobody, "alice@example.org", admins=[])
-    assert runs.can_launch("a@x", None, []) and not runs.can_launch("", None, [])
-    assert runs.can_launch("a@x", ["A@x"], []) and not runs.can_launch("b@x", ["a@x"], [])
-    assert runs.can_launch("boss@x", [], ["boss@x"])
+    assert not access.can_manage(nobody, "alice@example.org", admins=[])
+    assert access.can_launch("a@x", None, []) and not access.can_launch("", None, [])
+    assert access.can_launch("a@x", ["A@x"], []) and not access.can_launch("b@x", ["a@x"], [])
+    assert access.can_launch("boss@x", [], ["boss@x"])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -439,23 +437,23 @@ def test_only_the_owner_or_an_admin_may_manage_a_run(runs_dir):
 def test_preflight_flags_unreachable_hub_ids_and_missing_paths(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "empty-ds-cache"))
-    assert runs.preflight(tiny_config()) == {}
-    assert runs.preflight(preset("demo")) == {}
-    errors = runs.preflight(tiny_config(model="someone/never-cached-model", dataset="someone/never-cached-data"))
+    assert preflight.preflight(tiny_config()) == {}
+    assert preflight.preflight(preset("demo")) == {}
+    errors = preflight.preflight(tiny_config(model="someone/never-cached-model", dataset="someone/never-cached-data"))
     assert set(errors) == {"model", "dataset"}
     assert "bundled-minilm" in errors["model"] and "demo" in errors["dataset"]
-    errors = runs.preflight(tiny_config(model="./no/such/folder", dataset=str(tmp_path / "missing.csv")))
+    errors = preflight.preflight(tiny_config(model="./no/such/folder", dataset=str(tmp_path / "missing.csv")))
     assert "does not exist" in errors["model"] and "does not exist" in errors["dataset"]
 
 
 def test_estimate_train_samples_for_the_preview(tmp_path):
-    from lib.data import demo_reviews
-    assert runs.estimate_train_samples(preset("demo")) == demo_reviews()["train"].num_rows
-    assert runs.estimate_train_samples(tiny_config()) == 32
-    assert runs.estimate_train_samples(preset("seed")) == 2000
+    from lib.sources.data import demo_reviews
+    assert preflight.estimate_train_samples(preset("demo")) == demo_reviews()["train"].num_rows
+    assert preflight.estimate_train_samples(tiny_config()) == 32
+    assert preflight.estimate_train_samples(preset("seed")) == 2000
     csv = tmp_path / "r.csv"
     csv.write_text("text,label\n" + "".join(f"review {i},{i % 2}\n" for i in range(50)))
-    assert runs.estimate_train_samples(preset("demo", dataset=str(csv), eval_fraction=0.2)) == 40
+    assert preflight.estimate_train_samples(preset("demo", dataset=str(csv), eval_fraction=0.2)) == 40
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -482,7 +480,7 @@ def test_cli_show_json_and_list(runs_dir):
     assert (status["state"], status["step"], status["total_steps"], status["queue_position"]) == ("cancelled", 4, 8,
                                                                                                   None)
     proc = cli("--runs-dir", str(runs_dir), "list", "--json")
-    assert [r["id"] for r in json.loads(proc.stdout)] == [run_dir.name]
+    assert [r["run_id"] for r in json.loads(proc.stdout)] == [run_dir.name]
     proc = cli("list", env={"LAB_RUNS_DIR": str(runs_dir)})
     assert run_dir.name in proc.stdout and "cancelled" in proc.stdout and "4/8" in proc.stdout
     proc = cli("--runs-dir", str(runs_dir), "resume", run_dir.name, "--runs-dir", str(runs_dir / "nowhere"))
@@ -511,19 +509,19 @@ def _watch_queue(jobs: Jobs) -> None:
     jobs.a_codes = [p.returncode for p in jobs.a_launchers]
     try:
         ids = [out.strip().splitlines()[-1] for out, _ in jobs.a_outs]
-        dirs = [runs.run_path(jobs.a_root, i) for i in ids]
+        dirs = [rundir.resolve_run_dir(jobs.a_root, i) for i in ids]
     except (IndexError, RunError):
         return
     jobs.a_dirs = dirs
     jobs.a_alive_after_launchers = []
     for d in dirs:
-        run = runs.read_run_info(d)
-        alive = queue.process_alive(run.get("launch_pid"), run.get("launch_create_time"))
+        run = rundir.read_run_info(d)
+        alive = slots.process_alive(run.get("launch_pid"), run.get("launch_create_time"))
         own_session = alive and os.getsid(run["launch_pid"]) == run["launch_pid"] != os.getsid(0)
         jobs.a_alive_after_launchers.append((alive, own_session, run.get("pgid") == run.get("launch_pid")))
     end = time.monotonic() + 240
     while time.monotonic() < end:
-        statuses = [runs.get_status(d) for d in dirs]
+        statuses = [reconcile.get_status(d) for d in dirs]
         jobs.a_samples.append([(s["state"], s["queue_position"]) for s in statuses])
         if all(s["state"] not in ("queued", "running") for s in statuses):
             break
@@ -532,12 +530,12 @@ def _watch_queue(jobs: Jobs) -> None:
 
 def _kill_at_step_11(jobs: Jobs) -> None:
     """Test B's hand: kill -9 the job once checkpoint-10 is complete and it trains on."""
-    from lib.train import checkpoint_is_complete
+    from lib.store.checkpoint_folders import checkpoint_is_complete
     ckpt = jobs.b_dir / rundir.CHECKPOINTS / "checkpoint-10"
     end = time.monotonic() + 240
     while time.monotonic() < end:
         if ckpt.is_dir() and checkpoint_is_complete(ckpt) and rundir.read_status(jobs.b_dir).get("step", 0) >= 11:
-            os.kill(runs.read_run_info(jobs.b_dir)["pid"], signal.SIGKILL)
+            os.kill(rundir.read_run_info(jobs.b_dir)["pid"], signal.SIGKILL)
             jobs.b_killed = True
             return
         if rundir.read_status(jobs.b_dir).get("state") in ("finished", "failed", "cancelled"):
@@ -564,7 +562,7 @@ def jobs(tmp_path_factory):
     config = tiny_config(max_train_samples=64, per_device_train_batch_size=4, num_train_epochs=2.0,
                          logging_steps=1, eval_strategy="no", save_strategy="steps", save_steps=5,
                          save_total_limit=None, run_name="to be killed")
-    jobs.b_dir = runs.launch(config, jobs.b_root, owner="tester")
+    jobs.b_dir = launching.launch(config, jobs.b_root, owner="tester")
     threads = [threading.Thread(target=_watch_queue, args=(jobs,), daemon=True),
                threading.Thread(target=_kill_at_step_11, args=(jobs,), daemon=True)]
     for t in threads:
@@ -575,8 +573,8 @@ def jobs(tmp_path_factory):
         t.join(timeout=60)
     for root in (jobs.a_root, jobs.b_root):
         for run_dir in rundir.iter_run_dirs(root):
-            run = runs.read_run_info(run_dir)
-            if run.get("pgid") and run.get("pgid") == run.get("launch_pid") and runs.process_group_alive(run_dir):
+            run = rundir.read_run_info(run_dir)
+            if run.get("pgid") and run.get("pgid") == run.get("launch_pid") and control.process_group_alive(run_dir):
                 os.killpg(run["pgid"], signal.SIGKILL)
 
 
@@ -585,18 +583,18 @@ def test_cancel_stops_the_whole_process_group_and_a_queued_run(runs_dir, monkeyp
     monkeypatch.setenv("LAB_MAX_JOBS_CPU", "1")
     slow = tiny_config(max_train_samples=400, num_train_epochs=50.0, logging_steps=1, dataloader_num_workers=2,
                        eval_strategy="no", save_strategy="no", run_name="slow")
-    running = runs.launch(slow, runs_dir, owner="tester")
-    waiting = runs.launch(tiny_config(run_name="waiting"), runs_dir, owner="tester")
-    pgid = runs.read_run_info(running)["pgid"]
+    running = launching.launch(slow, runs_dir, owner="tester")
+    waiting = launching.launch(tiny_config(run_name="waiting"), runs_dir, owner="tester")
+    pgid = rundir.read_run_info(running)["pgid"]
 
-    wait_for(lambda: rundir.read_status(running).get("step", 0) >= 1 and len(runs.process_group_alive(running)) >= 3,
+    wait_for(lambda: rundir.read_status(running).get("step", 0) >= 1 and len(control.process_group_alive(running)) >= 3,
              timeout=150, what="the job and its two DataLoader workers")
-    workers = runs.process_group_alive(running)
-    assert wait_for(lambda: runs.get_status(waiting)["queue_position"] == 1, timeout=30)
+    workers = control.process_group_alive(running)
+    assert wait_for(lambda: reconcile.get_status(waiting)["queue_position"] == 1, timeout=30)
 
-    status = runs.cancel(waiting, grace_s=10)
+    status = control.cancel(waiting, grace_s=10)
     assert status["state"] == "cancelled"
-    status = runs.cancel(running, grace_s=10, by="tester")
+    status = control.cancel(running, grace_s=10, by="tester")
     assert status["state"] == "cancelled" and status["error"]["type"] == "Cancelled"
     assert status["exit_code"] == 143  # the job recorded it itself after SIGTERM
     assert rundir.read_status(running)["cancelled_by"] == "tester"
@@ -604,18 +602,18 @@ def test_cancel_stops_the_whole_process_group_and_a_queued_run(runs_dir, monkeyp
     wait_for(lambda: not group_processes(pgid), timeout=10, what="the process group to vanish")
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in workers)
     with pytest.raises(RunError, match="already cancelled"):
-        runs.cancel(running)
-    runs.delete(waiting)  # a cancelled run can be deleted
+        control.cancel(running)
+    control.delete(waiting)  # a cancelled run can be deleted
     assert not waiting.exists()
 
 
 @pytest.mark.slow
 def test_kill_9_is_reconciled_as_failed_and_resume_skips_a_torn_checkpoint(jobs):
-    from lib.train import newest_complete_checkpoint
+    from lib.store.checkpoint_folders import newest_complete_checkpoint
     run_dir = jobs.b_dir
     jobs.b_thread.join(timeout=240)
     assert jobs.b_killed, f"the job ended before it could be killed: {rundir.read_status(run_dir)}"
-    status = wait_for(lambda: (s := runs.get_status(run_dir))["state"] != "running" and s, timeout=30)
+    status = wait_for(lambda: (s := reconcile.get_status(run_dir))["state"] != "running" and s, timeout=30)
     assert status["state"] == "failed"
     assert "process ended unexpectedly" in status["error"]["message"] and "SIGKILL" in status["error"]["message"]
     assert status["exit_code"] == -signal.SIGKILL and status["error"]["log_tail"]
@@ -630,13 +628,13 @@ def test_kill_9_is_reconciled_as_failed_and_resume_skips_a_torn_checkpoint(jobs)
     resumed_from = int(previous.name.split("-")[1])
 
     with pytest.raises(RunError, match="only a failed or cancelled"):
-        runs.resume(fake_run(jobs.b_root, state="finished"))
+        launching.resume(fake_run(jobs.b_root, state="finished"))
     t_resume = time.time()
-    runs.resume(run_dir)
-    assert runs.get_status(run_dir)["state"] in ("queued", "running")
+    launching.resume(run_dir)
+    assert reconcile.get_status(run_dir)["state"] in ("queued", "running")
     with pytest.raises(RunError):
-        runs.resume(run_dir)  # not twice
-    final = wait_for(lambda: (s := runs.get_status(run_dir))["state"] not in ("queued", "running") and s,
+        launching.resume(run_dir)  # not twice
+    final = wait_for(lambda: (s := reconcile.get_status(run_dir))["state"] not in ("queued", "running") and s,
                      timeout=200, interval=0.3, what="the resumed run to end")
     assert final["state"] == "finished", final
     assert final["step"] == final["total_steps"] == 32 and final["attempt"] == 2
@@ -647,7 +645,7 @@ def test_kill_9_is_reconciled_as_failed_and_resume_skips_a_torn_checkpoint(jobs)
     before = [r["step"] for r in rows if r["time"] < t_resume]
     assert after == list(range(resumed_from + 1, 33))  # continuous: picks up right after the checkpoint
     assert before == list(range(1, len(before) + 1)) and before[-1] >= killed_at - 1
-    run = runs.read_run_info(run_dir)
+    run = rundir.read_run_info(run_dir)
     assert run["resume"] is True and run["argv"][-1] == "--resume" and len(run["history"]) == 1
 
 
@@ -671,6 +669,6 @@ def test_two_launches_queue_fifo_and_survive_the_launcher_exiting(jobs):
     assert b["started_at"] >= a["finished_at"]  # first come, first served
     batch = preset("demo").per_device_train_batch_size
     assert a["step"] == a["total_steps"] == b["step"] == b["total_steps"] == -(-32 // batch)  # 32 reviews, 1 epoch
-    rows = runs.list_runs(jobs.a_root)
-    assert {r["label"] for r in rows} == {"job 0", "job 1"} and {r["owner"] for r in rows} == {"tester"}
-    assert all(r["best_eval_accuracy"] is not None for r in rows)
+    rows = reconcile.list_runs(jobs.a_root)
+    assert {r.label for r in rows} == {"job 0", "job 1"} and {r.owner for r in rows} == {"tester"}
+    assert all(r.best_eval_accuracy is not None for r in rows)

@@ -10,8 +10,6 @@ import pickle
 import re
 import shutil
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,10 +18,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from lib import rundir  # noqa: E402
-from support import shared_tiny_run, train_tiny_run  # noqa: F401
+from lib.store import rundir  # noqa: E402
 
 PAGE = str(ROOT / "pages" / "runs.py")
 TABS = ["Training", "Compare", "Checkpoints", "Try it", "Error analysis"]
@@ -80,8 +76,8 @@ class Boom:
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
-    return shared_tiny_run(tmp_path_factory)
+def finished_run(tiny_run_dir) -> Path:
+    return tiny_run_dir
 
 
 @pytest.fixture()

@@ -12,10 +12,18 @@ from pathlib import Path
 
 import psutil
 import pytest
+from e2e_support import (
+    ROOT,
+    StreamlitServer,
+    assert_page_healthy,
+    browser_page,
+    cancel_active_runs,
+    require_browser,
+    wait_until_settled,
+)
 
-from e2e_support import (ROOT, StreamlitServer, assert_page_healthy, browser_page, cancel_active_runs,
-                         require_browser, wait_until_settled)
-from lib import rundir, runs
+from lib.registry import control, reconcile
+from lib.store import rundir
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 TIMEOUT_MS = 120_000
@@ -63,7 +71,7 @@ def test_server_restart_and_closed_tab_do_not_stop_a_run(tmp_path):
         while rundir.read_status(run_dir).get("state") != "running" or not rundir.read_status(run_dir).get("step"):
             assert time.monotonic() < end, rundir.read_status(run_dir)
             time.sleep(0.5)
-        job_pids = runs.process_group_alive(run_dir)
+        job_pids = control.process_group_alive(run_dir)
         assert job_pids
         # kill -9 the whole server process group: the job lives in a session of its own.
         os.killpg(first.proc.pid, signal.SIGKILL)
@@ -74,7 +82,7 @@ def test_server_restart_and_closed_tab_do_not_stop_a_run(tmp_path):
             assert time.monotonic() < end, "the job stopped making progress after the server died"
             time.sleep(0.5)
         assert all(psutil.pid_exists(p) for p in job_pids)
-        assert runs.get_status(run_dir)["state"] == "running"
+        assert reconcile.get_status(run_dir)["state"] == "running"
         # A restarted server shows the run running, from the files alone.
         second.start()
         with browser_page() as page:

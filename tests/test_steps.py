@@ -19,12 +19,23 @@ import torch
 
 from lib.config import TrainConfig, preset
 from lib.errors import ConfigError
-from lib.steps import (epoch_at_step, event_schedule, plan_for_config, plan_steps, schedule_for_config,
-                       surviving_checkpoints)
+from lib.job.steps import (
+    epoch_at_step,
+    event_schedule,
+    plan_for_config,
+    plan_steps,
+    schedule_for_config,
+    surviving_checkpoints,
+)
 
 transformers = pytest.importorskip("transformers")
-from transformers import (BertConfig, BertForSequenceClassification, Trainer, TrainerCallback,  # noqa: E402
-                          TrainingArguments)
+from transformers import (  # noqa: E402
+    BertConfig,
+    BertForSequenceClassification,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
 
 SEQ = 6
 VOCAB = 64

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from lib.data import demo_reviews
 from lib.errors import ConfigError
-from lib.models import load_tokenizer
-from lib import tokenization as tok
+from lib.job import tokenization as tok
+from lib.sources.data import demo_reviews
+from lib.sources.models import load_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from lib import rundir
 from lib.config import preset
 from lib.errors import HubUnavailableError
+from lib.job import training
+from lib.store import rundir
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--set", "model=tiny-bert", "--set", "max_train_samples=48", "--set", "max_eval_samples=24",
@@ -72,7 +73,7 @@ def test_eval_predictions_are_in_dataset_order(tiny_run):
     """group_by_length is on in the demo preset; predictions must still follow the eval set's order."""
     run_dir, _ = tiny_run
     from lib.config import TrainConfig
-    from lib.data import load_data
+    from lib.sources.data import load_data
     config = TrainConfig.load(run_dir / rundir.CONFIG)
     eval_ds = load_data(config).dataset["test"]
     preds = rundir.read_jsonl(run_dir / rundir.PREDICTIONS)
@@ -127,7 +128,8 @@ def test_demo_preset_with_bundled_minilm_learns_and_exports(tmp_path):
 
 def test_seed_preset_builds_transformers5_training_arguments(tmp_path):
     from transformers import TrainingArguments
-    from lib.train import training_arguments_kwargs
+
+    from lib.job.training import training_arguments_kwargs
     kw = training_arguments_kwargs(preset("seed"), tmp_path, device="cpu")
     args = TrainingArguments(**kw)
     assert args.eval_strategy == "epoch" and args.save_strategy == "epoch"
@@ -139,11 +141,10 @@ def test_seed_preset_builds_transformers5_training_arguments(tmp_path):
 
 def test_fp16_auto_turns_on_with_a_gpu(monkeypatch):
     import torch
-    from lib import train
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert train.resolve_precision(preset("seed"), "cuda") == (True, False)
-    assert train.resolve_precision(preset("seed"), "cpu") == (False, False)
-    assert train.resolve_precision(preset("seed").replace(fp16=False, bf16="auto"), "cuda") == (False, True)
+    assert training.resolve_precision(preset("seed"), "cuda") == (True, False)
+    assert training.resolve_precision(preset("seed"), "cpu") == (False, False)
+    assert training.resolve_precision(preset("seed").replace(fp16=False, bf16="auto"), "cuda") == (False, True)
 
 
 def test_bad_config_fails_with_a_short_message(tmp_path):
@@ -170,7 +171,7 @@ def test_bad_data_fails_before_training_with_status_and_plain_message(tmp_path):
 
 @pytest.mark.parametrize("offline", ["1", ""])
 def test_hub_model_fails_fast_and_clearly(monkeypatch, offline):
-    from lib import hub, models
+    from lib.sources import hub, models
     monkeypatch.setenv("HF_HUB_OFFLINE", offline)
     hub._probe_cache.clear()
     import transformers  # noqa: F401 - import time is not part of the failure path
@@ -184,7 +185,8 @@ def test_hub_model_fails_fast_and_clearly(monkeypatch, offline):
 
 def test_describe_failure_gives_actionable_hints():
     import errno
-    from lib.train import describe_failure
+
+    from lib.job.training import describe_failure
     config = preset("demo", per_device_train_batch_size=16)
     oom = describe_failure(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), config)
     assert "per_device_train_batch_size=8" in oom["hint"] and "gradient_accumulation_steps=2" in oom["hint"]

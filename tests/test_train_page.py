@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from lib import rundir, runs
 from lib.config import preset
+from lib.registry import control, launching, reconcile
+from lib.store import rundir
 from pages import common
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,8 +26,8 @@ def runs_dir(tmp_path, monkeypatch):
     monkeypatch.delenv("LAB_MAX_JOBS_CPU", raising=False)
     yield path
     for run_dir in rundir.iter_run_dirs(path):  # never leave a job behind
-        if runs.get_status(run_dir)["state"] in ("queued", "running"):
-            runs.cancel(run_dir, grace_s=5)
+        if reconcile.get_status(run_dir)["state"] in ("queued", "running"):
+            control.cancel(run_dir, grace_s=5)
 
 
 def page(owner: str | None = "tester") -> AppTest:
@@ -80,12 +81,12 @@ def test_demo_preset_launches_and_the_run_shows_up_in_the_table(runs_dir):
     assert list(table["run"]) == [run_id] and list(table["owner"]) == ["tester"]
     assert table["state"][0].startswith(("queued", "running"))
     assert table["label"][0] == "demo: MiniLM on built-in reviews"
-    config = runs.load_config(made[0])
+    config = launching.load_config(made[0])
     assert (config.model, config.max_train_samples, config.owner) == ("tiny-bert", 32, "tester")
 
     # the job runs on its own; the table shows where it ended
     end = time.monotonic() + 120
-    while runs.get_status(made[0])["state"] in ("queued", "running") and time.monotonic() < end:
+    while reconcile.get_status(made[0])["state"] in ("queued", "running") and time.monotonic() < end:
         time.sleep(0.5)
     at.run()
     table = run_table(at)
@@ -148,7 +149,7 @@ def test_upload_is_stored_under_a_server_made_name_with_preview_and_label_mappin
 
 
 def test_with_sign_in_only_listed_people_launch_and_only_owners_or_admins_manage(runs_dir, monkeypatch):
-    finished = runs.create_run(runs_dir, preset("demo", owner="alice@example.org"))
+    finished = launching.create_run(runs_dir, preset("demo", owner="alice@example.org"))
     rundir.update_status(finished, state="finished")
 
     def as_user(email):
@@ -175,7 +176,7 @@ def test_with_sign_in_only_listed_people_launch_and_only_owners_or_admins_manage
 
 def test_run_names_are_shown_as_text_never_as_markdown(runs_dir):
     name = "![pixel](http://evil.example/p.png) :red[$x$] <script>alert(1)</script>"
-    run_dir = runs.create_run(runs_dir, preset("demo", run_name=name, owner="tester"))
+    run_dir = launching.create_run(runs_dir, preset("demo", run_name=name, owner="tester"))
     rundir.update_status(run_dir, state="failed", error={"type": "X", "message": f"bad {name}", "hint": ""})
     at = page()
     assert run_table(at)["label"][0] == name  # the table shows plain text
@@ -188,7 +189,7 @@ def test_run_names_are_shown_as_text_never_as_markdown(runs_dir):
 
 
 def test_inside_the_app_each_run_links_to_the_runs_page_with_its_id(runs_dir):
-    run_dir = runs.create_run(runs_dir, preset("demo", owner="tester"))
+    run_dir = launching.create_run(runs_dir, preset("demo", owner="tester"))
     rundir.update_status(run_dir, state="finished")
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
     at.switch_page("pages/train.py").run()
@@ -198,7 +199,7 @@ def test_inside_the_app_each_run_links_to_the_runs_page_with_its_id(runs_dir):
 
 
 def test_distil_from_a_finished_run_fills_the_form_with_the_teachers_data(runs_dir):
-    teacher = runs.create_run(runs_dir, preset("demo", model="tiny-bert", max_train_samples=40, seed=7,
+    teacher = launching.create_run(runs_dir, preset("demo", model="tiny-bert", max_train_samples=40, seed=7,
                                                run_name="teacher run"))
     rundir.update_status(teacher, state="finished")
     at = page()

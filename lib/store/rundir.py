@@ -20,6 +20,8 @@ folder. :func:`resolve_run_dir` is the only way a run id coming from outside bec
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
@@ -27,9 +29,10 @@ import re
 import secrets
 import tempfile
 import time
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from lib.errors import RunError
 
@@ -45,8 +48,12 @@ MODEL = "model"
 PREDICTIONS = "eval_predictions.jsonl"
 UPLOADS = "_uploads"  # uploaded data files live in <runs_dir>/_uploads/<server-made name>
 
+LOCK_FILE = ".registry.lock"  # flock target that serialises registry changes to one run
+
 STATES = ("queued", "running", "finished", "failed", "cancelled")
 ACTIVE_STATES = ("queued", "running")
+TERMINAL_STATES = ("finished", "failed", "cancelled")
+RESUMABLE_STATES = ("failed", "cancelled")
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 RUN_ID_RE = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$")
@@ -58,7 +65,7 @@ def default_runs_dir() -> Path:
 
 
 def new_run_id(now: float | None = None) -> str:
-    stamp = datetime.fromtimestamp(now if now is not None else time.time(), tz=timezone.utc)
+    stamp = datetime.fromtimestamp(now if now is not None else time.time(), tz=UTC)
     return stamp.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
@@ -219,3 +226,80 @@ def tail_text(path: str | os.PathLike, max_bytes: int = 4000) -> str:
     if size > max_bytes and "\n" in text:
         text = text.split("\n", 1)[1]
     return text
+
+
+def checked_run_dir(run_dir: str | os.PathLike) -> Path:
+    """A run directory given as a path, checked like an id from outside (no symlinks, inside its runs dir)."""
+    path = Path(run_dir)
+    return resolve_run_dir(path.parent, path.name)
+
+
+def read_run_info(run_dir: str | os.PathLike) -> dict:
+    data = read_json(Path(run_dir) / RUN, default={})
+    return data if isinstance(data, dict) else {}
+
+
+_CONFIG_CACHE: dict[str, tuple[int, int, dict]] = {}
+
+
+def clear_cache() -> None:
+    """Forget cached configs (tests and cold-start benchmarks)."""
+    _CONFIG_CACHE.clear()
+
+
+def read_config(run_dir: str | os.PathLike) -> dict:
+    """config.json as a plain dict ({} when missing or damaged); cached by modification time, since
+    refreshing a table of many runs reads every run's config each time."""
+    path = Path(run_dir) / CONFIG
+    try:
+        st = os.stat(path)
+    except OSError:
+        return {}
+    hit = _CONFIG_CACHE.get(str(path))
+    if hit and hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
+        return hit[2]
+    data = read_json(path, default={})
+    data = data if isinstance(data, dict) else {}
+    if len(_CONFIG_CACHE) > 4096:
+        _CONFIG_CACHE.clear()
+    _CONFIG_CACHE[str(path)] = (st.st_mtime_ns, st.st_size, data)
+    return data
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path, *, blocking: bool = True, timeout: float = 30.0,
+              give_up: bool = False) -> Iterator[bool]:
+    """Serialise registry changes to one run across processes and hosts (flock on a file in the run dir).
+
+    Yields True when the lock is held; False when it could not be taken (read-only runs directory,
+    busy and not ``blocking``, or still busy after ``timeout`` with ``give_up``). The job never takes this lock: the registry only writes status
+    for a run whose process is gone.
+    """
+    try:
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        yield False
+        return
+    held = False
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held = True
+                break
+            except OSError:
+                if not blocking:
+                    break
+                if time.monotonic() > deadline:
+                    if give_up:
+                        break
+                    raise RunError(f"run {run_dir.name} is busy (another cancel, resume or delete is in progress); "
+                                   "try again in a moment") from None
+                time.sleep(0.05)
+        yield held
+    finally:
+        if held:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

@@ -4,7 +4,7 @@ A model can be a run's final export (``model/``), one of its checkpoints (``chec
 any folder written by ``save_pretrained``, or the bundled MiniLM before fine-tuning (its classifier
 head is untrained: useful only for contrast).
 
-Safety: weights load from ``*.safetensors`` only (``lib.models.check_safe_folder`` refuses pickle-only
+Safety: weights load from ``*.safetensors`` only (:func:`lib.sources.models.check_safe_folder` refuses pickle-only
 folders) and ``trust_remote_code`` stays off. Pickle files that sit in a checkpoint next to the
 weights (``optimizer.pt``, ``training_args.bin``, ``rng_state.pth``, a planted ``pytorch_model.bin``)
 are never opened.
@@ -14,33 +14,35 @@ server): one lock guards the tokenizer and the model.
 """
 from __future__ import annotations
 
-import html
-import io
 import math
 import os
-import secrets
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from lib import rundir
 from lib.config import BUNDLED_MODEL
 from lib.errors import DataError, LabError, ModelError
+from lib.sources.models import check_safe_folder
+from lib.store import rundir
+from lib.store.checkpoint_folders import checkpoint_folders
+from lib.util.contention import OTHER_LOAD
 
 BASE_MODEL = BUNDLED_MODEL            # the bundled MiniLM before fine-tuning
+
+
 BASE_LABELS = ["NEGATIVE", "POSITIVE"]
+
+
 CHARS_PER_TOKEN_CAP = 48               # text beyond max_length * this many characters is cut before tokenizing
+
+
 EXPLAIN_MAX_TOKENS = 256               # occlusion needs one forward pass per unit: keep it bounded
+
+
 EXPLAIN_MAX_UNITS = 40
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-EXAMPLES = {
-    "Loved it": "A warm, funny and beautifully acted film. I would happily watch it again.",
-    "Hated it": "Two hours of my life I will never get back. Wooden acting and a plot full of holes.",
-    "Mixed": "The first half drags and the dialogue is clumsy, but the ending is genuinely moving.",
-    "Sarcastic": "Oh great, another superhero sequel. Exactly what the world needed. Truly groundbreaking.",
-}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -60,19 +62,8 @@ def model_choices(run_dir: str | os.PathLike | None) -> list[ModelChoice]:
         run_dir = Path(run_dir)
         if (run_dir / rundir.MODEL / "config.json").is_file():
             out.append(ModelChoice("final", "final model (model/)", str(run_dir / rundir.MODEL)))
-        folder = run_dir / rundir.CHECKPOINTS
-        steps = []
-        try:
-            for entry in os.scandir(folder):
-                if entry.name.startswith("checkpoint-") and entry.is_dir(follow_symlinks=False):
-                    try:
-                        steps.append((int(entry.name.split("-", 1)[1]), entry.path))
-                    except ValueError:
-                        continue
-        except OSError:
-            pass
-        for step, path in sorted(steps, reverse=True):
-            out.append(ModelChoice("checkpoint", f"checkpoint at step {step}", path))
+        for step, path in reversed(checkpoint_folders(run_dir)):
+            out.append(ModelChoice("checkpoint", f"checkpoint at step {step}", str(path)))
     out.append(ModelChoice("base", "bundled MiniLM before fine-tuning (untrained head)", BASE_MODEL))
     return out
 
@@ -87,7 +78,6 @@ def _missing_message(path: Path) -> str:
 
 def check_model_folder(path: str | os.PathLike) -> Path:
     """A folder we can load: exists, has config.json, safetensors weights and tokenizer files."""
-    from lib.models import check_safe_folder
     p = Path(path)
     if "\x00" in str(path):
         raise ModelError("the model path contains a NUL byte; remove it")
@@ -163,6 +153,7 @@ def quantize_int8(model):
     """The model with its encoder's ``nn.Linear`` layers dynamically quantized to int8 (per-channel
     weights); the classifier and pooler keep float weights (they decide the answer and cost nothing)."""
     import warnings
+
     import torch
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
     spec = {name: per_channel_dynamic_qconfig for name, module in model.named_modules()
@@ -175,73 +166,6 @@ def quantize_int8(model):
 
 
 _DEFAULT_THREADS: int | None = None
-
-
-class OtherLoad:
-    """How many CPU cores *other* processes keep busy: the kernel's busy time for the whole machine minus
-    this process's own CPU time, over the last ``interval`` seconds, sampled by a daemon thread.
-
-    The load average would not do: a batch of predictions keeps this process's own threads running,
-    raises the load average and would then throttle itself. Hysteresis keeps the decision steady: busy
-    from ``cores - 0.5`` other cores on, idle again below ``cores / 2``.
-    """
-
-    def __init__(self, interval: float = 1.0) -> None:
-        self.interval = interval
-        self.cores = os.cpu_count() or 1
-        self.other: float | None = None   # None until the first interval has passed
-        self.busy = False
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    @staticmethod
-    def _sample() -> tuple[float, float, float]:
-        import psutil
-        t = psutil.cpu_times()
-        machine = sum(getattr(t, k, 0.0) for k in ("user", "nice", "system", "irq", "softirq", "steal"))
-        own = os.times()
-        return time.monotonic(), machine, own.user + own.system
-
-    def update(self, before: tuple[float, float, float], after: tuple[float, float, float]) -> float:
-        elapsed = after[0] - before[0]
-        other = max(0.0, ((after[1] - before[1]) - (after[2] - before[2])) / max(elapsed, 1e-6))
-        with self._lock:
-            self.other = other
-            if self.busy:
-                self.busy = other >= self.cores / 2
-            else:
-                self.busy = other >= self.cores - 0.5
-        return other
-
-    def _run(self) -> None:
-        before = self._sample()
-        while True:
-            time.sleep(self.interval)
-            after = self._sample()
-            self.update(before, after)
-            before = after
-
-    def start(self) -> "OtherLoad":
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="lab-other-load", daemon=True)
-                self._thread.start()
-        return self
-
-    def is_busy(self) -> bool:
-        """Whether other processes keep (nearly) every core busy. Before the first sample: the load
-        average, taken before this process has done any work of its own."""
-        self.start()
-        with self._lock:
-            if self.other is not None:
-                return self.busy
-        try:
-            return os.getloadavg()[0] >= self.cores - 0.5
-        except OSError:
-            return False
-
-
-OTHER_LOAD = OtherLoad()
 
 
 def inference_threads() -> int:
@@ -265,7 +189,8 @@ class Predictor:
 
     def __init__(self, source: str | os.PathLike, *, max_length: int | None = None, precision: str = "fp32"):
         import torch
-        from lib.models import load_model, load_tokenizer
+
+        from lib.sources.models import load_model, load_tokenizer
         if precision not in PRECISIONS:
             raise ModelError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
         self.source = str(source)
@@ -464,114 +389,3 @@ class Predictor:
                 "words_per_unit": per_unit, "analysed_chars": analysed, "truncated": truncated, "note": note,
                 "method": "occlusion",
                 "seconds": time.perf_counter() - t0}
-
-
-# ---------------------------------------------------------------------------------------------------
-# Showing an explanation
-# ---------------------------------------------------------------------------------------------------
-def highlight_html(text: str, explanation: dict, label_names: list[str] | None = None) -> str:
-    """The analysed text as HTML with each word's background showing its weight: green pushes towards
-    the second label (e.g. POSITIVE), red towards the first. Every piece of text is HTML-escaped, so
-    tags or scripts in a review show as text."""
-    spans = sorted(explanation.get("spans") or [], key=lambda s: s["start"])
-    pred = explanation.get("label_id") or 0
-    toward_pos = [(s["score"] if pred == 1 else -s["score"]) for s in spans]
-    scale = max((abs(v) for v in toward_pos), default=0.0) or 1.0
-    names = label_names or list((explanation.get("scores") or {}).keys()) or ["label 0", "label 1"]
-    out, pos = [], 0
-    analysed = int(explanation.get("analysed_chars") or 0)
-    for span, v in zip(spans, toward_pos):
-        if span["start"] < pos:
-            continue
-        out.append(html.escape(text[pos:span["start"]]))
-        alpha = min(1.0, abs(v) / scale) * 0.75
-        rgb = "34,160,70" if v >= 0 else "215,50,50"
-        towards = names[1] if v >= 0 and len(names) > 1 else names[0]
-        title = html.escape(f"{abs(v):.4f} towards {towards}", quote=True)
-        out.append(f'<span style="background-color: rgba({rgb},{alpha:.2f}); border-radius: 3px; padding: 0 1px" '
-                   f'title="{title}">{html.escape(text[span["start"]:span["end"]])}</span>')
-        pos = span["end"]
-    out.append(html.escape(text[pos:analysed] if analysed > pos else ""))
-    if explanation.get("truncated"):
-        out.append(' <em>… (not analysed beyond this point)</em>')
-    return ('<div style="white-space: pre-wrap; line-height: 1.9; font-size: 1rem">' + "".join(out) + "</div>")
-
-
-# ---------------------------------------------------------------------------------------------------
-# Batch mode: tables in, CSV out
-# ---------------------------------------------------------------------------------------------------
-def neutralize_cell(value: Any) -> Any:
-    """A text cell a spreadsheet would run as a formula (starting with = + - @, tab or CR) gets a leading
-    single quote so it shows as text."""
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
-        return "'" + value
-    return value
-
-
-def safe_csv_bytes(df) -> bytes:
-    """The table as UTF-8 CSV with every text cell and column name neutralised against formula injection."""
-    out = df.copy()
-    out.columns = [neutralize_cell(str(c)) for c in out.columns]
-    for col in out.columns:
-        if out[col].dtype == object or str(out[col].dtype).startswith(("string", "str")):
-            out[col] = out[col].map(neutralize_cell).astype(object)
-    buf = io.StringIO()
-    out.to_csv(buf, index=False, lineterminator="\r\n")  # RFC 4180; cells with \r or \n get quoted
-    return buf.getvalue().encode("utf-8")
-
-
-def read_table_file(path: str | os.PathLike, text_column: str, max_rows: int | None = None):
-    """Read a CSV/TSV/JSONL/Parquet file of reviews (the data loader's checks: empty, binary, not UTF-8,
-    ragged rows) and check that ``text_column`` exists."""
-    from lib.data import read_table
-    return read_table(path, text_column=text_column, max_rows=max_rows)
-
-
-def save_upload(runs_dir: str | os.PathLike, data: bytes, filename: str) -> Path:
-    """Store uploaded bytes under ``<runs_dir>/_uploads`` with a server-made name (the person's file
-    name only decides the format). Delete it when done."""
-    ext = Path(str(filename or "")).suffix.lower()
-    if ext not in (".csv", ".tsv", ".jsonl", ".json", ".parquet"):
-        raise DataError(f"upload a CSV, TSV, JSON Lines or Parquet file (got {ext or 'no extension'})")
-    if not data:
-        raise DataError("The uploaded file is empty: it holds no reviews.")
-    folder = Path(runs_dir) / rundir.UPLOADS
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"tryout-{secrets.token_hex(8)}{ext}"
-    with open(path, "xb") as fh:
-        fh.write(data)
-    return path
-
-
-def upload_columns(runs_dir: str | os.PathLike, data: bytes, filename: str, max_rows: int | None = None):
-    """Read an uploaded table (deleted right after): a DataFrame."""
-    path = save_upload(runs_dir, data, filename)
-    try:
-        from lib.data import read_table
-        return read_table(path, max_rows=max_rows)
-    finally:
-        path.unlink(missing_ok=True)
-
-
-def predict_frame(predictor: Predictor, df, text_column: str, batch_size: int = 16):
-    """The table with the predictions added: predicted_label, confidence, p_<label>..., truncated, note."""
-    import pandas as pd
-    if text_column not in df.columns:
-        raise DataError(f"there is no column {text_column!r}; the table has: {', '.join(map(str, df.columns))}")
-    texts = ["" if (v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA) else str(v)
-             for v in df[text_column].tolist()]
-    results = predictor.predict(texts, batch_size=batch_size)
-    out = df.copy()
-
-    def free(name: str) -> str:
-        while name in out.columns:
-            name = "pred_" + name
-        return name
-
-    out[free("predicted_label")] = [r["label"] if r["label"] is not None else "" for r in results]
-    out[free("confidence")] = [round(r["confidence"], 6) if r["confidence"] is not None else None for r in results]
-    for name in predictor.label_names:
-        out[free(f"p_{name}")] = [round(r["scores"][name], 6) if r["scores"] else None for r in results]
-    out[free("truncated")] = [r["truncated"] for r in results]
-    out[free("note")] = [r.get("note", "") for r in results]
-    return out

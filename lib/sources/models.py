@@ -12,8 +12,8 @@ from pathlib import Path
 
 from lib.config import BUNDLED_MODEL, TINY_MODEL
 from lib.errors import LabError, ModelError
-from lib import hub
-from lib.paths import check_local_path, looks_like_path
+from lib.sources import hub
+from lib.sources.paths import check_local_path, shadowing_local_path, source_kind
 
 TINY_CONFIG = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                    max_position_embeddings=512)
@@ -46,8 +46,8 @@ def resolve_model_source(spec: str) -> ModelSource:
         return ModelSource("bundled", str(bundled_model_dir()), spec)
     if spec == TINY_MODEL:
         return ModelSource("tiny", str(bundled_model_dir()), spec)
-    explicit_path = spec.startswith(("/", "./", "../", "~"))
-    if explicit_path or (not hub.looks_like_hub_id(spec) and looks_like_path(spec)):
+    kind = source_kind(spec)
+    if kind == "path":
         try:
             path = check_local_path(spec, "model")
         except LabError as exc:
@@ -55,7 +55,12 @@ def resolve_model_source(spec: str) -> ModelSource:
         if not path.is_dir():
             raise ModelError(f"the model path {spec!r} is not a folder; give a folder saved with save_pretrained")
         return ModelSource("local", str(path), spec)
-    if hub.looks_like_hub_id(spec):
+    if kind == "hub":
+        if shadowing_local_path(spec) is not None:
+            # from_pretrained would read that folder instead of the Hub, past every path check
+            raise ModelError(f"the model {spec!r} names a Hub id but a local folder of that name exists here; "
+                             f"write ./{spec} to use the folder (local paths are checked against this server's "
+                             "allowed folders), or rename the folder to use the Hub model")
         return ModelSource("hub", spec, spec)
     raise ModelError(f"model {spec!r} is neither '{BUNDLED_MODEL}', a Hub id like 'bert-base-uncased', "
                      "nor a local folder path (start local paths with / or ./)")

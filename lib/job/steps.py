@@ -26,8 +26,8 @@ it before launching a run:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from lib.errors import ConfigError
 
@@ -331,6 +331,23 @@ def event_schedule(plan: StepPlan, logging_steps: float = 500, eval_strategy: st
                     surviving=surviving, deleted=deleted, notes=notes)
 
 
+def rotate_checkpoints(on_disk: Sequence[int], save_total_limit: int | None, best: int | None = None) -> list[int]:
+    """What transformers' ``rotate_checkpoints`` keeps of the checkpoints on disk (by step) right after a
+    save: the newest, the best (when known), then the newest others up to ``save_total_limit``."""
+    steps = sorted(on_disk)
+    if save_total_limit is None or save_total_limit <= 0 or len(steps) <= save_total_limit:
+        return steps
+    protected = {steps[-1]} | ({best} if best in steps else set())
+    keep = max(save_total_limit, len(protected))
+    remaining, kept = len(steps), []
+    for s in steps:
+        if remaining > keep and s not in protected:
+            remaining -= 1
+            continue
+        kept.append(s)
+    return kept
+
+
 def surviving_checkpoints(saves: Sequence[int], save_total_limit: int | None,
                           best: int | Sequence[int | None] | None = None) -> list[int]:
     """The checkpoints (by step) still on disk after training, following ``rotate_checkpoints``.
@@ -349,20 +366,7 @@ def surviving_checkpoints(saves: Sequence[int], save_total_limit: int | None,
             raise ValueError("best must give one entry per save")
     on_disk: list[int] = []
     for step, best_now in zip(saves, best_list):
-        if step not in on_disk:
-            on_disk.append(step)
-        on_disk.sort()
-        if save_total_limit is None or save_total_limit <= 0 or len(on_disk) <= save_total_limit:
-            continue
-        protected = {on_disk[-1]} | ({best_now} if best_now in on_disk else set())
-        keep = max(save_total_limit, len(protected))
-        remaining = len(on_disk)
-        for s in list(on_disk):
-            if remaining <= keep:
-                break
-            if s not in protected:
-                on_disk.remove(s)
-                remaining -= 1
+        on_disk = rotate_checkpoints(sorted(set(on_disk) | {step}), save_total_limit, best_now)
     final_best = best_list[-1] if best_list else None
     if save_total_limit == 1 and final_best is not None and final_best in on_disk:
         on_disk = [final_best]  # _finalize_training deletes everything but the best

@@ -73,9 +73,3 @@ def require_hub(kind: str, name: str) -> None:
     ok, reason = hub_reachable()
     if not ok:
         raise HubUnavailableError(unavailable_message(kind, name, reason))
-
-
-def looks_like_hub_id(text: str) -> bool:
-    """'imdb', 'stanfordnlp/imdb', 'bert-base-uncased': at most one slash, no path-like prefix."""
-    import re
-    return bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?", text or ""))

@@ -1,4 +1,4 @@
-"""Where the reviews come from: the built-in demo set, a Hugging Face Hub id, local files, an aclImdb folder.
+"""Where the reviews come from (``load_data``): the built-in demo set, a Hugging Face Hub id, local files, an aclImdb folder.
 
 Every source ends up as the same thing, a ``datasets.DatasetDict`` with exactly two splits, ``train`` and
 ``test``, and exactly two columns, ``text`` (the review) and ``label`` (0 = negative, 1 = positive), plus
@@ -29,41 +29,48 @@ message that says what is wrong, where (file, row, line) and what to do, before 
 """
 from __future__ import annotations
 
-import csv
 import json
-import math
 import os
 import re
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import datasets
 import numpy as np
-import pandas as pd
 
-from lib import hub
 from lib.config import DEMO_DATASET, TrainConfig
-from lib.errors import DataError, HubUnavailableError, LabError
-from lib.paths import check_local_path, looks_like_path
+from lib.errors import DataError, HubUnavailableError
+from lib.sources import hub
+from lib.sources.labels import _label_vocab, _map_parts, _norm_label
+from lib.sources.paths import source_kind
+from lib.sources.tables import (
+    SUPPORTED_TEXT,
+    _checked_path,
+    _find_column,
+    _is_missing,
+    _missing_column,
+    _Part,
+    _plural,
+    _read_any,
+    _Table,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
+
+
 DEMO_DIR = ROOT / "data" / "demo_reviews"
 
+
 SPLITS = ("train", "test")
-SUPPORTED_EXTENSIONS = {
-    ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json",
-    ".parquet": "parquet", ".pq": "parquet",
-}
-SUPPORTED_TEXT = "CSV (.csv), TSV (.tsv), JSON Lines (.jsonl), JSON (.json) or Parquet (.parquet)"
+
+
 FEATURES = datasets.Features({"text": datasets.Value("string"), "label": datasets.Value("int64")})
 
-# Label spellings understood everywhere (compared in lower case); the run's own label_names come on top.
-BUILTIN_LABELS = {"0": 0, "1": 1, "negative": 0, "positive": 1, "neg": 0, "pos": 1, "false": 0, "true": 1}
+
 _BR_RE = re.compile(r"<\s*br\s*/?\s*>", re.IGNORECASE)
-_UNNAMED_RE = re.compile(r"Unnamed: \d+(_level_\d+)?")
-_INT_RE = re.compile(r"[+-]?\d+")
+
+
 _HUB_HASH_RE = re.compile(r"[0-9a-f]{40}")
 
 
@@ -75,463 +82,6 @@ class LoadedData:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-@dataclass
-class _Part:
-    """One split before cleaning: texts, raw labels, and where each row came from (for messages)."""
-    split: str
-    origin: str                      # "reviews.csv", "Hub split 'train'", ...
-    texts: list
-    labels: list
-    rows: list[int]                  # 1-based data row in the origin
-    lines: list[int | None] | None = None   # line in the file, where known
-
-    def where(self, i: int) -> str:
-        line = self.lines[i] if self.lines else None
-        at = f"row {self.rows[i]}" + (f" (line {line})" if line is not None else "")
-        return f"{at} of {self.origin}"
-
-
-@dataclass
-class _Table:
-    """A table read from one file: column names in order, values per column, file line per row."""
-    path: Path
-    kind: str
-    columns: list[str]
-    data: dict[str, list]
-    lines: list[int | None] = field(default_factory=list)
-
-    @property
-    def n_rows(self) -> int:
-        return len(self.lines)
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n:,} {word}" + ("" if n == 1 else "s")
-
-
-def _is_missing(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    try:
-        return bool(pd.isna(value)) if not isinstance(value, (list, dict, tuple, np.ndarray)) else False
-    except (TypeError, ValueError):
-        return False
-
-
-def _is_unnamed(name: str) -> bool:
-    return not name.strip() or bool(_UNNAMED_RE.fullmatch(name))
-
-
-def _column_is_empty(values: list) -> bool:
-    return all(_is_missing(v) or (isinstance(v, str) and not v.strip()) for v in values)
-
-
-def _shown_columns(columns: list[str]) -> str:
-    return ", ".join(repr(c) for c in columns) if columns else "(none)"
-
-
-def _checked_path(text: str | os.PathLike, what: str) -> Path:
-    try:
-        return check_local_path(str(text), what)
-    except LabError as exc:
-        raise DataError(str(exc)) from None
-
-
-# ---------------------------------------------------------------------------------------------- labels
-def _norm_label(value: Any) -> str | None:
-    """A label value in canonical form for matching: lower case, 1.0 -> "1", True -> "true"; None = missing."""
-    if _is_missing(value):
-        return None
-    if isinstance(value, (bool, np.bool_)):
-        return "true" if value else "false"
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        return str(int(value)) if value.is_integer() else repr(value)
-    text = str(value).strip()
-    if not text:
-        return None
-    low = text.lower()
-    try:
-        number = float(low)
-    except ValueError:
-        return low
-    if math.isfinite(number) and number.is_integer():
-        return str(int(number))
-    return low
-
-
-def _label_vocab(label_names: Iterable[Any]) -> dict[str, int]:
-    vocab = dict(BUILTIN_LABELS)
-    for i, name in enumerate(list(label_names or [])[:2]):
-        norm = _norm_label(name)
-        if norm is not None:
-            vocab[norm] = i  # the run's own names win over the built-in spellings
-    return vocab
-
-
-def _known_labels_text(label_names: list) -> str:
-    names = "/".join(str(n) for n in list(label_names or [])[:2])
-    extra = f" and this run's label_names ({names})" if names else ""
-    return f"0/1, negative/positive, neg/pos, false/true{extra}, in any letter case"
-
-
-def _map_parts(parts: list[_Part], label_names: list, label_column: str) -> tuple[list[list[int]], dict]:
-    """Map every part's labels to 0/1 with one shared vocabulary; raise DataError on the first bad value."""
-    vocab = _label_vocab(label_names)
-    mapping: dict[str, int] = {}
-    classes: dict[str, str] = {}          # normalised value -> first original spelling
-    first_bad: tuple[_Part, int, Any] | None = None
-    first_missing: tuple[_Part, int] | None = None
-    out: list[list[int]] = []
-    for part in parts:
-        mapped: list[int] = []
-        for i, raw in enumerate(part.labels):
-            norm = _norm_label(raw)
-            if norm is None:
-                if first_missing is None:
-                    first_missing = (part, i)
-                mapped.append(-1)
-                continue
-            classes.setdefault(norm, str(raw).strip() if isinstance(raw, str) else str(raw))
-            if norm in vocab:
-                key = str(raw).strip() if isinstance(raw, str) else str(raw)
-                mapping.setdefault(key, vocab[norm])
-                mapped.append(vocab[norm])
-            else:
-                if first_bad is None:
-                    first_bad = (part, i, raw)
-                mapped.append(-1)
-        out.append(mapped)
-    if first_missing is not None:
-        part, i = first_missing
-        raise DataError(f"The label is empty in {part.where(i)}: every review needs a label in the "
-                        f"{label_column!r} column. Fill it in or remove that row.")
-    if first_bad is not None:
-        part, i, raw = first_bad
-        shown_classes = list(classes.values())
-        listing = ", ".join(repr(c) for c in shown_classes[:10])
-        if len(shown_classes) > 10:
-            listing += f" and {len(shown_classes) - 10} more"
-        if len(classes) > 2:
-            raise DataError(
-                f"The label column {label_column!r} has {len(classes)} different values ({listing}), but "
-                f"sentiment training here needs exactly two classes (negative and positive). The first value "
-                f"that is not a known label is {raw!r} in {part.where(i)}. Keep only two classes, or fix that "
-                f"row. Known labels: {_known_labels_text(label_names)}.")
-        hint = ""
-        if len(shown_classes) == 2:
-            hint = (f" If this column uses its own two names, set label_names to them with label 0 first, "
-                    f"e.g. label_names={shown_classes[0]},{shown_classes[1]} (or the other order).")
-        raise DataError(
-            f"Cannot turn the label {raw!r} in {part.where(i)} into 0/1. Known labels: "
-            f"{_known_labels_text(label_names)}.{hint}")
-    return out, mapping
-
-
-def map_labels(values: Iterable[Any], label_names: list) -> tuple[list[int], dict]:
-    """Turn label values into 0/1 and say how: ``(labels, {original value as text: 0 or 1})``.
-
-    Understood (in any letter case): 0/1 (also "0"/"1", 0.0/1.0), negative/positive, neg/pos, false/true,
-    and the run's ``label_names`` (label 0 first), which win when they clash with the built-in words.
-    A value that cannot be mapped, or an empty one, raises DataError naming its 1-based row and the value;
-    more than two different values raise DataError listing the values found (up to 10).
-    """
-    values = list(values)
-    part = _Part("data", "the labels", [""] * len(values), values, list(range(1, len(values) + 1)))
-    (labels,), mapping = _map_parts([part], label_names, "label")
-    return labels, mapping
-
-
-# ---------------------------------------------------------------------------------------------- file reading
-def _check_bytes(path: Path, kind: str) -> None:
-    """Refuse empty, binary and non-UTF-8-looking files before parsing them."""
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            head = fh.read(8192)
-    except OSError as exc:
-        raise DataError(f"Cannot read {path}: {exc.strerror or exc}.") from None
-    if size == 0 or (kind != "parquet" and not head.strip(b" \t\r\n\xef\xbb\xbf")):
-        raise DataError(f"The file {path.name} is empty: it holds no reviews. Choose a file with a header "
-                        "row and at least one review.")
-    if kind == "parquet":
-        if not head.startswith(b"PAR1"):
-            raise DataError(f"The file {path.name} is not a Parquet file (it does not start with the Parquet "
-                            "signature). Save it with pandas' to_parquet, or give it the extension of its "
-                            f"real format ({SUPPORTED_TEXT}).")
-        return
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise DataError(f"The file {path.name} is encoded as UTF-16, not UTF-8. Re-save it as UTF-8 "
-                        "(for example 'CSV UTF-8' in a spreadsheet, or `iconv -f utf-16 -t utf-8`).")
-    signatures = {b"PK\x03\x04": "a ZIP archive (or an Excel .xlsx workbook)", b"\x1f\x8b": "gzip-compressed",
-                  b"PAR1": "a Parquet file", b"%PDF": "a PDF document", b"\xd0\xcf\x11\xe0": "an old Excel/Office file",
-                  b"SQLite format 3": "an SQLite database"}
-    for magic, what in signatures.items():
-        if head.startswith(magic):
-            raise DataError(f"The file {path.name} is {what}, not a text table. Export or unpack it to "
-                            f"{SUPPORTED_TEXT} first.")
-    if b"\x00" in head:
-        raise DataError(f"The file {path.name} looks like a binary file (it contains NUL bytes), not "
-                        f"{SUPPORTED_TEXT} text.")
-
-
-def _encoding_error(path: Path) -> DataError:
-    data = path.read_bytes()
-    try:
-        data.decode("utf-8")
-        detail = ""
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        detail = f" (byte 0x{data[exc.start]:02x} on line {line} is not valid UTF-8)"
-    return DataError(f"The file {path.name} is not UTF-8 text{detail}; it is probably Latin-1 or Windows-1252. "
-                     "Re-save it as UTF-8 (for example 'CSV UTF-8' in a spreadsheet, or "
-                     "`iconv -f latin1 -t utf-8 in.csv > out.csv`) and try again.")
-
-
-def _dedupe(names: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
-    for i, name in enumerate(names):
-        name = name.strip()
-        if not name:
-            name = f"Unnamed: {i}"
-        if name in seen:
-            seen[name] += 1
-            name = f"{name}.{seen[name]}"
-        else:
-            seen[name] = 0
-        out.append(name)
-    return out
-
-
-def _read_delimited(path: Path, delimiter: str, max_rows: int | None) -> _Table:
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    sep_name = "tab" if delimiter == "\t" else "comma"
-    columns: list[str] = []
-    data: dict[str, list] = {}
-    lines: list[int | None] = []
-    with open(path, encoding="utf-8-sig", newline="") as fh:
-        reader = csv.reader(fh, delimiter=delimiter)
-        last_line = 0
-        try:
-            for row in reader:
-                start, last_line = last_line + 1, reader.line_num
-                if not row or (len(row) == 1 and not row[0].strip()):
-                    continue  # blank line
-                if not columns:
-                    columns = _dedupe(row)
-                    data = {c: [] for c in columns}
-                    continue
-                if len(row) != len(columns):
-                    if len(row) > len(columns) and not any(x.strip() for x in row[len(columns):]):
-                        row = row[:len(columns)]
-                    else:
-                        lines_txt = f"line {start}" if start == last_line else f"lines {start}-{last_line}"
-                        raise DataError(
-                            f"{path.name}, {lines_txt} (data row {len(lines) + 1}): {len(row)} fields, but the "
-                            f"header has {len(columns)} ({', '.join(columns)}). A review that contains a "
-                            f"{sep_name} or a line break must be quoted (\"...\", with inner quotes doubled); "
-                            "check the quoting on that line.")
-                for c, v in zip(columns, row):
-                    data[c].append(v)
-                lines.append(start)
-                if max_rows is not None and len(lines) >= max_rows:
-                    break
-        except UnicodeDecodeError:
-            raise _encoding_error(path) from None
-        except csv.Error as exc:
-            raise DataError(f"{path.name}, line {reader.line_num}: this is not valid "
-                            f"{'TSV' if delimiter == chr(9) else 'CSV'} ({exc}). Check the quoting there.") from None
-    if not columns:
-        raise DataError(f"The file {path.name} is empty: it holds no header and no reviews.")
-    if not lines:
-        raise DataError(f"The file {path.name} has a header ({', '.join(columns)}) but no data rows: it holds "
-                        "no reviews.")
-    return _Table(path, "tsv" if delimiter == "\t" else "csv", columns, data, lines)
-
-
-def _records_to_table(path: Path, kind: str, records: list[dict], lines: list[int | None]) -> _Table:
-    columns: list[str] = []
-    seen: set[str] = set()
-    for rec in records:
-        for key in rec:
-            if key not in seen:
-                seen.add(key)
-                columns.append(key)
-    data = {c: [rec.get(c) for rec in records] for c in columns}
-    if not records:
-        raise DataError(f"The file {path.name} holds no records: it holds no reviews.")
-    return _Table(path, kind, [str(c) for c in columns], {str(k): v for k, v in data.items()}, lines)
-
-
-def _read_jsonl(path: Path, max_rows: int | None, kind: str = "jsonl") -> _Table:
-    records: list[dict] = []
-    lines: list[int | None] = []
-    with open(path, encoding="utf-8-sig") as fh:
-        try:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except ValueError as exc:
-                    raise DataError(f"{path.name}, line {lineno} (data row {len(records) + 1}) is not valid JSON "
-                                    f"({exc.msg}). Each line of a JSON Lines file must be one object like "
-                                    '{"text": "...", "label": 1}.') from None
-                if not isinstance(obj, dict):
-                    raise DataError(f"{path.name}, line {lineno} (data row {len(records) + 1}) is a JSON "
-                                    f"{type(obj).__name__}, not an object like {{\"text\": \"...\", "
-                                    "\"label\": 1}.")
-                records.append(obj)
-                lines.append(lineno)
-                if max_rows is not None and len(records) >= max_rows:
-                    break
-        except UnicodeDecodeError:
-            raise _encoding_error(path) from None
-    return _records_to_table(path, kind, records, lines)
-
-
-def _read_json(path: Path, max_rows: int | None) -> _Table:
-    """A .json file: JSON Lines, a list of records, {column: [values]}, {column: {index: value}} or pandas 'split'."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise _encoding_error(path) from None
-    stripped = text.lstrip()
-    whole: Any = None
-    if stripped.startswith("["):
-        try:
-            whole = json.loads(text)
-        except ValueError as exc:
-            raise DataError(f"{path.name} is not valid JSON (line {exc.lineno}: {exc.msg}).") from None
-    elif stripped.startswith("{"):
-        try:
-            whole = json.loads(text)
-        except ValueError:
-            return _read_jsonl(path, max_rows, kind="json")  # one object per line
-    if whole is None:
-        return _read_jsonl(path, max_rows, kind="json")
-    records: list[dict]
-    if isinstance(whole, list):
-        for i, rec in enumerate(whole):
-            if not isinstance(rec, dict):
-                raise DataError(f"{path.name}: item {i + 1} of the list is a JSON {type(rec).__name__}, not an "
-                                'object like {"text": "...", "label": 1}.')
-        records = whole
-    elif isinstance(whole, dict) and isinstance(whole.get("columns"), list) and isinstance(whole.get("data"), list):
-        cols = [str(c) for c in whole["columns"]]
-        records = [dict(zip(cols, row)) for row in whole["data"] if isinstance(row, list)]
-    elif isinstance(whole, dict) and whole and all(isinstance(v, (list, dict)) for v in whole.values()):
-        cols = list(whole)
-        if all(isinstance(v, list) for v in whole.values()):
-            n = max(len(v) for v in whole.values())
-            records = [{c: (whole[c][i] if i < len(whole[c]) else None) for c in cols} for i in range(n)]
-        else:
-            index: list[str] = []
-            for v in whole.values():
-                for k in (v if isinstance(v, dict) else {}):
-                    if k not in index:
-                        index.append(k)
-            records = [{c: (whole[c].get(k) if isinstance(whole[c], dict) else None) for c in cols} for k in index]
-    elif isinstance(whole, dict):
-        records = [whole]
-    else:
-        raise DataError(f"{path.name} holds a JSON {type(whole).__name__}; expected records like "
-                        '[{"text": "...", "label": 1}, ...] or JSON Lines.')
-    if max_rows is not None:
-        records = records[:max_rows]
-    return _records_to_table(path, "json", records, [None] * len(records))
-
-
-def _read_parquet(path: Path, max_rows: int | None) -> _Table:
-    import pyarrow.parquet as pq
-    try:
-        pf = pq.ParquetFile(path)
-        if max_rows is not None:
-            batch = next(pf.iter_batches(batch_size=max_rows), None)
-            import pyarrow as pa
-            table = pa.Table.from_batches([batch]) if batch is not None else pf.schema_arrow.empty_table()
-        else:
-            table = pf.read()
-    except Exception as exc:  # pyarrow raises several types for corrupt files
-        raise DataError(f"The file {path.name} is not a readable Parquet file ({type(exc).__name__}: {exc}).") from None
-    columns = [str(c) for c in table.column_names]
-    if table.num_rows == 0:
-        raise DataError(f"The Parquet file {path.name} has columns ({', '.join(columns)}) but no rows: it holds "
-                        "no reviews.")
-    data = {str(c): table.column(c).to_pylist() for c in table.column_names}
-    return _Table(path, "parquet", columns, data, [None] * table.num_rows)
-
-
-def _read_any(path: Path, max_rows: int | None = None) -> _Table:
-    if path.is_dir():
-        raise DataError(f"{path} is a folder, not a file. Give a {SUPPORTED_TEXT} file, or an aclImdb folder "
-                        "as the data set.")
-    suffix = path.suffix.lower()
-    kind = SUPPORTED_EXTENSIONS.get(suffix)
-    if kind is None:
-        shown = ", ".join(sorted(SUPPORTED_EXTENSIONS))
-        raise DataError(f"The file {path.name} has the extension {suffix or '(none)'!r}, which this app cannot "
-                        f"read. Supported: {shown}. Save the table as CSV (with a header row) or Parquet.")
-    _check_bytes(path, kind)
-    if kind == "csv":
-        return _read_delimited(path, ",", max_rows)
-    if kind == "tsv":
-        return _read_delimited(path, "\t", max_rows)
-    if kind == "jsonl":
-        return _read_jsonl(path, max_rows)
-    if kind == "json":
-        return _read_json(path, max_rows)
-    return _read_parquet(path, max_rows)
-
-
-def _find_column(table_columns: list[str], wanted: str) -> str | None:
-    if wanted in table_columns:
-        return wanted
-    folded = [c for c in table_columns if c.strip().lower() == wanted.strip().lower()]
-    return folded[0] if len(folded) == 1 else None
-
-
-def _missing_column(what: str, wanted: str, columns: list[str], where: str, kind: str = "") -> DataError:
-    shown = [c for c in columns if not _is_unnamed(c)] or columns
-    hint = ""
-    if kind in ("csv", "tsv"):
-        hint = " The first line of the file must name the columns."
-    return DataError(f"There is no {what} column {wanted!r} in {where}. Its columns are: {_shown_columns(shown)}. "
-                     f"Set {what}_column to one of them.{hint}")
-
-
-def read_table(path: str | os.PathLike, *, text_column: str | None = None,
-               max_rows: int | None = None) -> pd.DataFrame:
-    """Read one CSV/TSV/JSONL/JSON/Parquet file into a DataFrame (for previews and loading).
-
-    Unnamed columns (such as pandas' ``Unnamed: 0`` index) and columns with no values are left out.
-    With ``text_column`` that column must exist (otherwise DataError lists the columns that do) and is
-    always kept. ``max_rows`` reads only the first rows (quick previews of big files). CSV/TSV columns
-    holding only whole numbers come back as integers, everything else as text.
-    """
-    p = _checked_path(path, "data file")
-    table = _read_any(p, max_rows)
-    keep_text = _find_column(table.columns, text_column) if text_column else None
-    if text_column and keep_text is None:
-        raise _missing_column("text", text_column, table.columns, p.name, table.kind)
-    columns = [c for c in table.columns
-               if c == keep_text or not (_is_unnamed(c) or _column_is_empty(table.data[c]))]
-    frame: dict[str, Any] = {}
-    for c in columns:
-        values = table.data[c]
-        if table.kind in ("csv", "tsv") and c != keep_text:
-            filled = [v for v in values if v.strip()]
-            if filled and all(_INT_RE.fullmatch(v.strip()) for v in filled):
-                values = pd.array([int(v) if v.strip() else None for v in values], dtype="Int64")
-        frame[c] = values
-    return pd.DataFrame(frame, columns=columns)
-
-
 # ---------------------------------------------------------------------------------------------- demo
 def _demo_files() -> list[Path]:
     return sorted(DEMO_DIR.glob("*.jsonl"), key=lambda p: p.name)
@@ -693,7 +243,7 @@ def _local_parts(spec: str, config: TrainConfig) -> tuple[list[_Part], dict]:
 
 
 # ---------------------------------------------------------------------------------------------- Hub
-def _hub_cache_candidates(hub_id: str) -> list[Path]:
+def hub_cache_candidates(hub_id: str) -> list[Path]:
     """Cached copies of a Hub data set (folders named by a 40-hex Hub commit; never local-folder loads)."""
     from datasets.naming import camelcase_to_snakecase
     root = Path(os.path.expanduser(str(datasets.config.HF_DATASETS_CACHE)))
@@ -716,7 +266,7 @@ def _hub_cache_candidates(hub_id: str) -> list[Path]:
 
 def _load_hub_cache(hub_id: str) -> tuple[datasets.DatasetDict | None, str | None]:
     from datasets.packaged_modules.cache.cache import Cache
-    for cache_dir in _hub_cache_candidates(hub_id):
+    for cache_dir in hub_cache_candidates(hub_id):
         config_name, version, commit = cache_dir.parts[-3:]
         try:
             builder = Cache(cache_dir=str(cache_dir.parents[3]), dataset_name=hub_id.split("/")[-1],
@@ -979,10 +529,6 @@ def _finish(parts: list[_Part], info: dict, config: TrainConfig) -> LoadedData:
     return LoadedData(dataset=dataset, info=json.loads(json.dumps(out, default=str)))
 
 
-# ---------------------------------------------------------------------------------------------- entry point
-DATA_FILE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
-
-
 def load_data(config: TrainConfig) -> LoadedData:
     """Load the data set the config names, clean it and split it; raise DataError when it cannot be used."""
     spec = (config.dataset or "").strip()
@@ -992,15 +538,12 @@ def load_data(config: TrainConfig) -> LoadedData:
                             "their own test split. Clear test_file.")
         parts, info = _demo_parts()
         info["text_column"], info["label_column"] = "text", "label"
-    elif spec.lower().endswith(DATA_FILE_SUFFIXES) and Path(spec).expanduser().exists():
-        # 'reviews.csv' or 'data/reviews.csv' that exists here is a file, not a Hub id.
+    elif source_kind(spec) == "path":
         parts, info = _local_parts(spec, config)
-    elif hub.looks_like_hub_id(spec):
+    elif source_kind(spec) == "hub":
         # Hub-id form ('imdb', 'stanfordnlp/imdb') always means the Hub, even when a local file or folder of
         # that name exists; local data is written as a path ('./imdb', '/data/reviews.csv').
         parts, info = _hub_parts(spec, config)
-    elif looks_like_path(spec):
-        parts, info = _local_parts(spec, config)
     else:
         raise DataError(f"The data set {spec!r} is neither 'demo', a Hugging Face Hub id like 'imdb' or "
                         "'stanfordnlp/imdb', nor a local path (start local paths with /, ./ or ~).")

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lib import rundir
 from lib.errors import ConfigError, ModelError
+from lib.sources.paths import check_local_path
+from lib.store import rundir
 
 TEACHER_LOGITS = "teacher_logits.npy"
 TEACHER_INFO = "teacher.json"
@@ -46,7 +47,6 @@ def resolve_teacher(teacher: str, runs_dir: Path) -> Path:
             raise ConfigError({"teacher": f"teacher run {teacher} has not finished (state {state!r}); pick a "
                                "finished run"})
         return model_dir
-    from lib.paths import check_local_path
     path = check_local_path(teacher, "teacher model")
     if not path.is_dir():
         raise ConfigError({"teacher": f"teacher {teacher!r} is neither a run id nor a model folder"})
@@ -129,7 +129,7 @@ def build_student(config, teacher_dir: Path, label_names: list[str]):
     """The student the config asks for: the teacher (``model='teacher'``) or another BERT cut to
     ``student_layers`` layers, or, with ``student_hidden_size``, a new narrower BERT initialised from the
     teacher where shapes match. Returns (student, note for the log)."""
-    from lib.models import load_model
+    from lib.sources.models import load_model
     teacher_spec = f"{teacher_dir}" if str(teacher_dir).startswith("/") else f"./{teacher_dir}"
     if config.student_hidden_size:
         teacher = load_model(teacher_spec, label_names)
@@ -157,7 +157,8 @@ def teacher_logits(run_dir: Path, teacher_dir: Path, texts: list[str], max_lengt
         if cached.shape[0] == len(texts):
             return cached
     import torch
-    from lib.models import load_model, load_tokenizer
+
+    from lib.sources.models import load_model, load_tokenizer
     spec = str(teacher_dir)
     tokenizer = load_tokenizer(spec)
     model = load_model(spec).eval()

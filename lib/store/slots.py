@@ -24,7 +24,7 @@ import socket
 import time
 from pathlib import Path
 
-from lib import rundir
+from lib.store import rundir
 
 POLL_S = 1.0
 QUEUE_DIR = ".queue"

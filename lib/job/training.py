@@ -1,0 +1,536 @@
+"""The training job: the tutorial's fine-tuning recipe, run inside one run directory.
+
+The flow is the tutorial's: load the data, ``dataset.map(tokenize, batched=True)`` (``label`` kept
+beside the new ``input_ids``/``attention_mask``), ``set_format("torch")``, ``TrainingArguments``,
+``Trainer`` with a shuffled (seeded) train set and the eval set in its own order, then
+``save_pretrained`` of model and tokenizer. Around it the job keeps the run directory current
+(status.json, metrics.jsonl, stdout.log), waits its turn for a device slot, scores a TF-IDF
+baseline, writes the eval predictions in dataset order and a model card.
+
+:func:`run_job` is the whole job; :func:`job_argv` is the command line that runs it (one process or
+torchrun). The command-line entry point is :mod:`lib.train`.
+"""
+from __future__ import annotations
+
+import errno
+import getpass
+import os
+import shutil
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lib.config import TrainConfig
+from lib.errors import ConfigError, LabError
+from lib.job import tokcache
+from lib.job.baseline import classification_metrics, tfidf_baseline
+from lib.store import rundir, slots
+from lib.store.checkpoint_folders import newest_complete_checkpoint
+
+
+class JobCancelled(BaseException):
+    """Raised inside the job when it receives SIGTERM (cancel from the registry)."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Arguments and precision
+# ---------------------------------------------------------------------------------------------------
+def resolve_device(config: TrainConfig) -> str:
+    import torch
+    if config.device == "cpu":
+        return "cpu"
+    if config.device == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError({"device": "device is 'cuda' but no CUDA GPU is available here; use 'auto' or 'cpu'"})
+        return "cuda"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_precision(config: TrainConfig, device: str) -> tuple[bool, bool]:
+    """(fp16, bf16) after resolving 'auto': fp16 on a CUDA GPU, as in the tutorial."""
+    import torch
+    cuda = device == "cuda"
+    bf16_ok = cuda and torch.cuda.is_bf16_supported()
+    fp16 = cuda if config.fp16 == "auto" else bool(config.fp16)
+    if config.bf16 == "auto":
+        bf16 = bf16_ok and not fp16
+    else:
+        bf16 = bool(config.bf16)
+    if (fp16 or bf16) and not cuda:
+        raise ConfigError({"fp16" if fp16 else "bf16": "mixed precision needs a CUDA GPU; set it to 'auto' or false "
+                           "on this machine"})
+    return fp16, bf16
+
+
+def tensorboard_enabled(config: TrainConfig) -> bool:
+    if config.report_tensorboard is False:
+        return False
+    try:
+        import tensorboard  # noqa: F401
+        return True
+    except ImportError:
+        if config.report_tensorboard is True:
+            raise ConfigError({"report_tensorboard": "report_tensorboard is on but tensorboard is not installed "
+                               "(pip install tensorboard), or set it to 'auto'"}) from None
+        return False
+
+
+def training_arguments_kwargs(config: TrainConfig, output_dir: str | Path, *, device: str = "cpu",
+                              tensorboard: bool = False) -> dict[str, Any]:
+    """The TrainingArguments for a config (transformers 5 names: eval_strategy, warmup_steps float...)."""
+    fp16, bf16 = resolve_precision(config, device)
+    kw: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        per_device_eval_batch_size=config.per_device_eval_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_steps,
+        lr_scheduler_type=config.lr_scheduler_type,
+        seed=config.seed,
+        eval_strategy=config.eval_strategy,
+        save_strategy=config.save_strategy,
+        logging_strategy="steps",
+        logging_steps=config.logging_steps,
+        save_total_limit=config.save_total_limit,
+        load_best_model_at_end=config.load_best_model_at_end,
+        metric_for_best_model=config.metric_for_best_model if config.load_best_model_at_end else None,
+        greater_is_better=(config.metric_for_best_model != "loss") if config.load_best_model_at_end else None,
+        fp16=fp16,
+        bf16=bf16,
+        use_cpu=device == "cpu",
+        dataloader_num_workers=config.dataloader_num_workers,
+        report_to=["tensorboard"] if tensorboard else "none",
+        disable_tqdm=True,
+        save_only_model=False,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+    )
+    if config.eval_strategy == "steps":
+        kw["eval_steps"] = config.eval_steps if config.eval_steps is not None else config.logging_steps
+    if config.save_strategy == "steps":
+        kw["save_steps"] = config.save_steps if config.save_steps is not None else 500
+    if config.dataloader_num_workers > 0:
+        kw["dataloader_persistent_workers"] = False
+    return kw
+
+
+_WRITE_FAILURE_SIGNS = ("no space left", "unexpected pos", "iostream error", "file write failed", "disk quota")
+
+
+def is_disk_full(exc: BaseException, run_dir: Path | None = None) -> bool:
+    """ENOSPC anywhere in the exception chain, or a failed write while the runs disk is (nearly) full.
+
+    torch.save reports a full disk as "[enforce fail at inline_container.cc] unexpected pos", without
+    errno, so a write failure is also judged by the free space left on the run directory's disk.
+    """
+    seen, write_failed = set(), False
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(exc).lower()
+        if "no space left" in text:
+            return True
+        write_failed = write_failed or any(sign in text for sign in _WRITE_FAILURE_SIGNS)
+        exc = exc.__cause__ or exc.__context__
+    if write_failed and run_dir is not None:
+        try:
+            return shutil.disk_usage(run_dir).free < 64 * 2**20
+        except OSError:
+            return True
+    return False
+
+
+# ---------------------------------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------------------------------
+def describe_failure(exc: BaseException, config: TrainConfig | None = None,
+                     run_dir: Path | None = None) -> dict[str, str]:
+    """{type, message, hint} for status.json, with a hint for the failures people can act on."""
+    text = str(exc) or type(exc).__name__
+    hint = ""
+    oom = ("out of memory" in text.lower() or "can't allocate memory" in text.lower()
+           or type(exc).__name__ in ("OutOfMemoryError", "MemoryError"))
+    if oom:
+        if config is not None and config.per_device_train_batch_size > 1:
+            smaller = max(1, config.per_device_train_batch_size // 2)
+            accum = config.gradient_accumulation_steps * (config.per_device_train_batch_size // smaller)
+            hint = (f"Out of memory: try per_device_train_batch_size={smaller} with gradient_accumulation_steps="
+                    f"{accum} (same effective batch of {config.effective_batch_size}), or a smaller max_length.")
+        else:
+            hint = "Out of memory: use a smaller max_length or a smaller model."
+        text = "out of memory: " + text if "out of memory" not in text.lower() else text
+    elif is_disk_full(exc, run_dir):
+        hint = "No space left on the device that holds the runs directory: free space, then resume the run."
+        text = text if "no space left" in text.lower() else "no space left on device while writing: " + text
+    elif isinstance(exc, LabError):
+        hint = ""
+    return {"type": type(exc).__name__, "message": text[:2000], "hint": hint}
+
+
+class Tee:
+    """Write to the terminal and to the run's log (direct CLI use)."""
+
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, data):
+        for s in self.streams:
+            try:
+                s.write(data)
+                s.flush()
+            except (OSError, ValueError):
+                pass
+        return len(data)
+
+    def flush(self):
+        for s in self.streams:
+            try:
+                s.flush()
+            except (OSError, ValueError):
+                pass
+
+    def isatty(self):
+        return False
+
+
+def same_file(stream, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(stream.fileno()), os.stat(path))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+# ---------------------------------------------------------------------------------------------------
+# The job
+# ---------------------------------------------------------------------------------------------------
+def write_run_json(run_dir: Path, argv: list[str], **extra: Any) -> dict:
+    import psutil
+    me = psutil.Process()
+    existing = rundir.read_json(run_dir / rundir.RUN) or {}
+    if "LOCAL_RANK" in os.environ and existing.get("pid"):
+        # Under torchrun the launcher recorded the torchrun agent (the process group leader that
+        # cancel signals); each rank runs in a session of its own, so only note rank 0 here.
+        existing.update({"rank0_pid": os.getpid(), "rank0_create_time": me.create_time()})
+        rundir.atomic_write_json(run_dir / rundir.RUN, existing)
+        return existing
+    info = {"argv": argv, "pid": os.getpid(), "pgid": os.getpgid(0), "create_time": me.create_time(),
+            "host": socket.gethostname(), "user": getpass.getuser(), "created_at": time.time(), **extra}
+    existing.update(info)
+    rundir.atomic_write_json(run_dir / rundir.RUN, existing)
+    return existing
+
+
+def compute_metrics_fn():
+    import numpy as np
+
+
+    def compute(eval_pred):
+        logits, labels = eval_pred.predictions, eval_pred.label_ids
+        if isinstance(logits, tuple):
+            logits = logits[0]
+        logits = np.asarray(logits, dtype=np.float64)
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs = exp / exp.sum(axis=1, keepdims=True)
+        return classification_metrics(labels, probs.argmax(axis=1), probs[:, 1])
+    return compute
+
+
+def make_trainer_class():
+    """Trainer that keeps the eval set in dataset order and uses precomputed lengths for grouping."""
+    import torch
+    from transformers import Trainer
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class ShuffledLengthGroupedSampler(LengthGroupedSampler):
+        """Upstream's length-grouped batches (random mega-batches of 50 batches, sorted by length inside),
+        served in random order: the first (longest) batch stays first so memory problems show at once."""
+
+        def __iter__(self):
+            from transformers.trainer_pt_utils import get_length_grouped_indices
+            indices = get_length_grouped_indices(self.lengths, self.batch_size, generator=self.generator)
+            batches = [indices[i:i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
+            if len(batches) > 2:
+                rest = torch.randperm(len(batches) - 1, generator=self.generator).tolist()
+                batches = [batches[0]] + [batches[1 + k] for k in rest]
+            return iter([i for b in batches for i in b])
+
+    class LabTrainer(Trainer):
+        lab_train_lengths: list[int] | None = None
+
+        lab_shuffle_groups: bool = False
+        lab_sampler_cls = ShuffledLengthGroupedSampler
+
+        def _get_train_sampler(self, train_dataset=None):
+            if self.args.train_sampling_strategy == "group_by_length" and self.lab_train_lengths is not None:
+                cls = self.lab_sampler_cls if self.lab_shuffle_groups else LengthGroupedSampler
+                return cls(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                           lengths=self.lab_train_lengths)
+            return super()._get_train_sampler(train_dataset)
+
+        def _get_eval_sampler(self, eval_dataset):
+            # Upstream uses a LengthGroupedSampler for eval too when grouping by length, which would
+            # scramble the order of predictions. Error analysis needs dataset order. (With several
+            # processes, accelerate shards this sequential order and gathers it back in order.)
+            if eval_dataset is None:
+                return None
+            return torch.utils.data.SequentialSampler(eval_dataset)
+
+    return LabTrainer
+
+
+def tokenize_dataset(dataset, tokenizer, config: TrainConfig, *, cache_dir: Path | None = None):
+    """The tutorial's map step (``map(batched=True)`` keeps text and label beside the new columns), with
+    the padding the config asks for, plus a ``length`` column. With ``cache_dir`` (and
+    ``config.tokenization_cache``) each split is tokenized once and reused by later runs."""
+    import datasets
+
+    use_cache = cache_dir is not None and config.tokenization_cache
+    out, hits = {}, []
+    tokenizer_id = tokcache.tokenizer_identity(tokenizer) if use_cache else None
+    for split, ds in dataset.items():
+        out[split], hit = tokcache.map_tokenize(ds, tokenizer, config.max_length, config.padding,
+                                                cache_dir=cache_dir if use_cache else None, tokenizer_id=tokenizer_id)
+        if hit:
+            hits.append(split)
+    tokenized = datasets.DatasetDict(out)
+    columns = ["input_ids", "attention_mask", "label"]
+    for split in tokenized:
+        extra = [c for c in ("teacher_logits",) if c in tokenized[split].column_names]
+        tokenized[split].set_format("torch", columns=columns + extra)
+    tokenized.lab_cache_hits = hits  # type: ignore[attr-defined]
+    return tokenized
+
+
+def eval_order(tokenized_eval, config: TrainConfig):
+    """The order to evaluate in: longest reviews first when the config sorts evaluation by length (with
+    dynamic padding each batch then holds reviews of about the same length), else None (dataset order).
+    Predictions made in this order go back to dataset order with ``restore_order``."""
+    import numpy as np
+    if not (config.sort_eval_by_length and config.padding == "dynamic") or len(tokenized_eval) < 2:
+        return None
+    lengths = np.asarray(tokenized_eval.with_format(None)["length"])
+    return np.argsort(-lengths, kind="stable")
+
+
+def restore_order(values, order):
+    """Rows computed in ``order`` (row i belongs to dataset row order[i]) back in dataset order."""
+    import numpy as np
+    values = np.asarray(values)
+    if order is None:
+        return values
+    out = np.empty_like(values)
+    out[order] = values
+    return out
+
+
+def wait_for_turn(config: TrainConfig, run_dir: Path, device: str):
+    """Block until this run may use its device (FIFO queue shared through the runs directory)."""
+    return slots.acquire_slot(run_dir.parent, run_dir, device=device)
+
+
+def run_job(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> dict:
+    """Train one run in ``run_dir`` (which holds config.json). Returns the final metrics."""
+    import numpy as np
+
+    device = resolve_device(config)
+    main_process = process_rank() == 0
+    prior = rundir.read_status(run_dir)
+    elapsed_before = float(prior.get("elapsed_s") or 0.0) if resume else 0.0
+    if main_process:
+        attempt = int(prior.get("attempt") or 0) + 1
+        rundir.update_status(run_dir, state="queued", queued_at=time.time(), pid=os.getpid(), device=device,
+                             attempt=attempt, error=None, exit_code=None, finished_at=None, heartbeat=time.time(),
+                             world_size=config.world_size)
+        slot = wait_for_turn(config, run_dir, device)  # noqa: F841 - held for the life of the process
+        rundir.update_status(run_dir, state="running", started_at=time.time(), heartbeat=time.time(),
+                             queue_position=None)
+        print(f"[lab] run {run_dir.name} on {device} x{config.world_size}: {config.label}", flush=True)
+    else:  # other ranks wait until rank 0 has its turn, before joining the process group
+        import psutil
+        launched_at = psutil.Process().parent().create_time()  # the torchrun agent of this attempt
+        while True:
+            status = rundir.read_status(run_dir)
+            if status.get("state") == "running" and float(status.get("started_at") or 0) >= launched_at:
+                break
+            time.sleep(0.5)
+
+    import datasets
+    from transformers import DataCollatorWithPadding, TrainingArguments, set_seed
+
+    from lib.job.callbacks import RunDirCallback
+    from lib.sources.data import load_data
+    from lib.sources.models import load_model, load_tokenizer
+    datasets.disable_progress_bars()
+    set_seed(config.seed)
+    tensorboard = tensorboard_enabled(config)
+    fp16, bf16 = resolve_precision(config, device)
+
+    # 1. Data: DatasetDict with train (seeded shuffle when subset) and test (dataset order).
+    loaded = load_data(config)
+    train_ds, eval_ds = loaded.dataset["train"], loaded.dataset["test"]
+    if main_process:
+        rundir.atomic_write_json(run_dir / rundir.DATA_INFO, loaded.info)
+        print(f"[lab] data: {loaded.info.get('description', '')} — train {len(train_ds)}, eval {len(eval_ds)}",
+              flush=True)
+
+    # 2. Baseline on the same split.
+    if main_process and not (run_dir / rundir.BASELINE).exists():
+        base = tfidf_baseline(train_ds["text"], train_ds["label"], eval_ds["text"], eval_ds["label"],
+                              seed=config.seed)
+        rundir.atomic_write_json(run_dir / rundir.BASELINE, base)
+        print(f"[lab] TF-IDF baseline accuracy {base['accuracy']:.4f} ({base['seconds']} s)", flush=True)
+
+    # 3. Model and tokenizer (for distillation: a student cut from the teacher or another BERT).
+    trainer_extra: dict[str, Any] = {}
+    if config.task == "distill":
+        from lib.job import distill
+        teacher_dir = distill.resolve_teacher(config.teacher, run_dir.parent)
+        tokenizer = load_tokenizer(str(teacher_dir) if config.model == "teacher" or config.student_hidden_size
+                                   else config.model)
+        model, student_note = distill.build_student(config, teacher_dir, config.label_names)
+        logits = distill.teacher_logits(run_dir, teacher_dir, train_ds["text"], config.max_length)
+        loaded.dataset["train"] = train_ds.add_column("teacher_logits", [row.tolist() for row in logits])
+        print(f"[lab] distilling {teacher_dir} into {student_note} (T={config.temperature}, alpha={config.alpha})",
+              flush=True)
+        trainer_extra["remove_unused_columns"] = False
+    else:
+        tokenizer = load_tokenizer(config.model)
+        model = load_model(config.model, config.label_names, seed=config.seed)
+
+    # 4. Tokenize: map(batched=True) keeps text and label beside input_ids/attention_mask.
+    tokenized = tokenize_dataset(loaded.dataset, tokenizer, config,
+                                 cache_dir=tokcache.cache_folder(run_dir.parent))
+    if main_process and tokenized.lab_cache_hits:
+        print(f"[lab] tokenized {' and '.join(tokenized.lab_cache_hits)} reused from the runs directory's cache",
+              flush=True)
+    order = eval_order(tokenized["test"], config)
+    eval_tokenized = tokenized["test"].select(order) if order is not None else tokenized["test"]
+
+    # 5. TrainingArguments and Trainer.
+    if tensorboard:
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
+    args = TrainingArguments(**training_arguments_kwargs(config, run_dir / rundir.CHECKPOINTS, device=device,
+                                                         tensorboard=tensorboard), **trainer_extra)
+    collator = DataCollatorWithPadding(tokenizer) if config.padding == "dynamic" else None
+    LabTrainer = make_trainer_class()
+    if config.task == "distill":
+        LabTrainer = distill.make_distill_trainer_class(LabTrainer, config.temperature, config.alpha)
+    trainer = LabTrainer(model=model, args=args, train_dataset=tokenized["train"],
+                         eval_dataset=eval_tokenized if config.eval_strategy != "no" else None,
+                         processing_class=tokenizer, data_collator=collator, compute_metrics=compute_metrics_fn(),
+                         callbacks=[RunDirCallback(run_dir, elapsed_before=elapsed_before)])
+    trainer.lab_train_lengths = (list(tokenized["train"].with_format(None)["length"]) if config.group_by_length
+                                 else None)
+    trainer.lab_shuffle_groups = config.shuffle_length_groups
+
+    checkpoint = None
+    if resume:
+        checkpoint = newest_complete_checkpoint(run_dir)
+        if checkpoint is not None:
+            print(f"[lab] resuming from {checkpoint.name}", flush=True)
+        else:
+            print("[lab] no complete checkpoint to resume from: starting from the beginning", flush=True)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+
+    # 6. Predictions on the eval split, in dataset order.
+    if main_process:
+        rundir.update_status(run_dir, phase="evaluating", heartbeat=time.time())
+    pred = trainer.predict(eval_tokenized, metric_key_prefix="eval")  # metrics do not depend on the order
+    final = {k: float(v) for k, v in pred.metrics.items() if isinstance(v, (int, float))}
+    if main_process:
+        logits = restore_order(np.asarray(pred.predictions[0] if isinstance(pred.predictions, tuple)
+                                          else pred.predictions, dtype=np.float64), order)
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs = exp / exp.sum(axis=1, keepdims=True)
+        write_predictions(run_dir, eval_ds, probs)
+        export_model(trainer, tokenizer, config, run_dir, loaded.info, final)
+        rundir.update_status(run_dir, final_metrics=final, phase=None)
+    return final
+
+
+def write_predictions(run_dir: Path, eval_ds, probs) -> None:
+    path = run_dir / rundir.PREDICTIONS
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for i, (text, label, p) in enumerate(zip(eval_ds["text"], eval_ds["label"], probs)):
+            fh.write(rundir.dumps({"index": i, "text": text, "label": int(label), "pred": int(p.argmax()),
+                                   "probs": [round(float(x), 6) for x in p]}) + "\n")
+    os.replace(tmp, path)
+
+
+def model_card(config: TrainConfig, info: dict, final: dict, baseline: dict | None) -> str:
+    lines = [
+        "---", "library_name: transformers", "pipeline_tag: text-classification", "---", "",
+        f"# {config.label}", "",
+        "A binary sentiment classifier fine-tuned with BERT Sentiment Lab.", "",
+        "## Data", "", f"- {info.get('description', config.dataset)}",
+        f"- train rows: {info.get('rows', {}).get('train', '?')}, eval rows: {info.get('rows', {}).get('test', '?')}",
+        f"- labels: {', '.join(f'{i} = {n}' for i, n in enumerate(config.label_names))}", "",
+        "## Settings", "", f"- base model: `{config.model}`",
+        f"- epochs {config.num_train_epochs}, batch {config.per_device_train_batch_size} per device, gradient "
+        f"accumulation {config.gradient_accumulation_steps}, learning rate {config.learning_rate}",
+        f"- max_length {config.max_length}, padding `{config.padding}`, group_by_length {config.group_by_length}",
+        f"- seed {config.seed}", "", "## Results on the eval split", "", "| metric | model | TF-IDF baseline |",
+        "| --- | --- | --- |",
+    ]
+    for key in ("accuracy", "f1", "precision", "recall", "roc_auc"):
+        value = final.get(f"eval_{key}")
+        base = (baseline or {}).get(key)
+        if value is not None:
+            lines.append(f"| {key} | {value:.4f} | {base:.4f} |" if base is not None else f"| {key} | {value:.4f} | |")
+    lines += ["", "## Use", "", "```python", "from transformers import pipeline",
+              "clf = pipeline(\"text-classification\", model=\"path/to/this/folder\")",
+              "clf(\"A warm, funny and beautifully acted film.\")", "```", ""]
+    return "\n".join(lines)
+
+
+def export_model(trainer, tokenizer, config: TrainConfig, run_dir: Path, info: dict, final: dict) -> Path:
+    """save_pretrained model + tokenizer + model card into model/, swapped in atomically."""
+    target = run_dir / rundir.MODEL
+    tmp = run_dir / ".model.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    trainer.save_model(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    (tmp / "README.md").write_text(model_card(config, info, final, rundir.read_json(run_dir / rundir.BASELINE)),
+                                   encoding="utf-8")
+    for junk in ("training_args.bin",):
+        (tmp / junk).unlink(missing_ok=True)
+    for f in tmp.iterdir():  # transformers writes some files 0600: the team must be able to read them
+        os.chmod(f, 0o666 & ~rundir._UMASK)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    return target
+
+
+# ---------------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------------
+def job_argv(config: TrainConfig, run_dir: str | Path, *, resume: bool = False) -> list[str]:
+    """The exact command that trains ``run_dir``: one process, or torchrun for several."""
+    job = ["-m", "lib.train", "--run-dir", str(run_dir)] + (["--resume"] if resume else [])
+    if config.world_size <= 1:
+        return [sys.executable, *job]
+    argv = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={config.num_processes}",
+            f"--nnodes={config.num_nodes}"]
+    if config.num_nodes > 1:
+        argv += [f"--node_rank={config.node_rank}", "--rdzv_backend=c10d", f"--rdzv_endpoint={config.rdzv_endpoint}",
+                 f"--rdzv_id={Path(run_dir).name}"]
+    else:
+        argv += ["--standalone"]
+    return argv + job
+
+
+def process_rank() -> int:
+    """This process's global rank under torchrun (0 when run alone)."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0

@@ -1,0 +1,113 @@
+"""The eval split's predictions (``eval_predictions.jsonl``) and what error analysis derives from them:
+confusion matrix, filtered rows, confident mistakes, reliability (calibration) bins."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lib.store import rundir
+from lib.util.fmt import num
+
+try:  # optional: about 3x faster parsing of large metric files; the standard library works too
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None
+from lib.store import jsonl
+
+
+# ---------------------------------------------------------------------------------------------------
+# Eval predictions: error analysis
+# ---------------------------------------------------------------------------------------------------
+def _predictions_frame(rows: list[dict]):
+    import numpy as np
+    import pandas as pd
+    clean = []
+    for r in rows:
+        probs = r.get("probs")
+        label, pred = r.get("label"), r.get("pred")
+        if not isinstance(probs, list) or len(probs) < 2 or not isinstance(label, int) or not isinstance(pred, int):
+            continue
+        if any(num(p) is None for p in probs):
+            continue
+        text = r.get("text") if isinstance(r.get("text"), str) else ""
+        clean.append((int(r.get("index", len(clean))), text, label, pred, [float(p) for p in probs]))
+    if not clean:
+        return pd.DataFrame(columns=["index", "text", "label", "pred", "confidence", "p_true", "p_pos",
+                                     "correct", "words", "chars"])
+    probs = np.array([c[4][:2] for c in clean], dtype=float)
+    labels = np.array([c[2] for c in clean])
+    preds = np.array([c[3] for c in clean])
+    texts = [c[1] for c in clean]
+    idx = np.arange(len(clean))
+    df = pd.DataFrame({
+        "index": [c[0] for c in clean], "text": texts, "label": labels, "pred": preds,
+        "confidence": probs[idx, np.clip(preds, 0, 1)], "p_true": probs[idx, np.clip(labels, 0, 1)],
+        "p_pos": probs[:, 1], "correct": labels == preds,
+        "words": [len(t.split()) for t in texts], "chars": [len(t) for t in texts]})
+    return df
+
+
+def predictions_frame(run_dir: str | os.PathLike):
+    """The eval predictions as a DataFrame: index, text, label, pred, confidence (probability of the
+    predicted label), p_true, p_pos, correct, words, chars. Empty when the run has none yet."""
+    return jsonl.derived(Path(run_dir) / rundir.PREDICTIONS, "frame", _predictions_frame, big=True)
+
+
+def confusion_matrix(df, n_labels: int = 2) -> list[list[int]]:
+    """counts[true][pred]."""
+    counts = [[0] * n_labels for _ in range(n_labels)]
+    for t, p in zip(df["label"].tolist(), df["pred"].tolist()):
+        if 0 <= t < n_labels and 0 <= p < n_labels:
+            counts[t][p] += 1
+    return counts
+
+
+def filter_predictions(df, *, true_label: int | None = None, pred_label: int | None = None,
+                       min_words: int | None = None, max_words: int | None = None,
+                       only_wrong: bool = False):
+    mask = df["label"] == df["label"]
+    if true_label is not None:
+        mask &= df["label"] == true_label
+    if pred_label is not None:
+        mask &= df["pred"] == pred_label
+    if min_words is not None:
+        mask &= df["words"] >= min_words
+    if max_words is not None:
+        mask &= df["words"] <= max_words
+    if only_wrong:
+        mask &= ~df["correct"]
+    return df[mask]
+
+
+def confidently_wrong(df, k: int = 10):
+    """The ``k`` wrong predictions the model was surest about."""
+    wrong = df[~df["correct"]] if len(df) else df
+    return wrong.sort_values("confidence", ascending=False, kind="stable").head(k)
+
+
+def reliability(df, n_bins: int = 10, n_labels: int = 2) -> tuple[list[dict], float | None]:
+    """Reliability diagram bins over the confidence range [1/n_labels, 1] and the expected
+    calibration error (ECE = sum over bins of share × |accuracy − confidence|)."""
+    if not len(df):
+        return [], None
+    lo_all = 1.0 / n_labels
+    width = (1.0 - lo_all) / n_bins
+    conf = df["confidence"].tolist()
+    corr = df["correct"].tolist()
+    sums = [[0, 0.0, 0] for _ in range(n_bins)]  # count, confidence sum, correct count
+    for c, ok in zip(conf, corr):
+        b = min(n_bins - 1, max(0, int((c - lo_all) / width + 1e-9))) if width > 0 else 0  # 0.6 is in [0.6, 0.7)
+        sums[b][0] += 1
+        sums[b][1] += c
+        sums[b][2] += int(bool(ok))
+    n = len(conf)
+    bins, ece = [], 0.0
+    for i, (count, csum, ok) in enumerate(sums):
+        lo, hi = lo_all + i * width, lo_all + (i + 1) * width
+        if count:
+            confidence, accuracy = csum / count, ok / count
+            ece += count / n * abs(accuracy - confidence)
+        else:
+            confidence = accuracy = None
+        bins.append({"lo": lo, "hi": hi, "count": count, "confidence": confidence, "accuracy": accuracy})
+    return bins, ece
