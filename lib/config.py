@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,17 @@ AUTO_BOOL_CHOICES = ("auto", True, False)
 METRIC_CHOICES = ("accuracy", "f1", "precision", "recall", "roc_auc", "loss")
 TASK_CHOICES = ("finetune", "distill")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+# Upper bounds a visitor cannot exceed (every amount of work a form can ask for is bounded).
+MAX_STEPS = 10_000_000
+MAX_SAMPLES = 10_000_000
+MAX_CHECKPOINTS = 50
+_ENDPOINT_RE = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?):(\d{1,5})$")
+
+
+def valid_endpoint(text: str) -> bool:
+    """``host:port`` with a plain host name, IPv4 address or ``[IPv6]`` and a port 1-65535."""
+    m = _ENDPOINT_RE.match(text.strip())
+    return bool(m) and 1 <= int(m.group(1)) <= 65535
 GROUPS = ("Run", "Data", "Model", "Schedule", "Optimisation", "Checkpoints", "Hardware", "Distillation")
 
 
@@ -59,9 +71,9 @@ class TrainConfig:
     eval_fraction: float = _f(0.2, "Data", "Share held out for evaluation when the data has only one split "
                               "(seeded and stratified).", min=0.01, max=0.9)
     max_train_samples: int | None = _f(None, "Data", "Train on a seeded random subset of this many reviews "
-                                       "(empty = all).", min=1)
+                                       "(empty = all).", min=1, max=MAX_SAMPLES)
     max_eval_samples: int | None = _f(None, "Data", "Evaluate on a seeded subset of this many reviews, kept in "
-                                      "dataset order (empty = all).", min=1)
+                                      "dataset order (empty = all).", min=1, max=MAX_SAMPLES)
     strip_html: bool = _f(True, "Data", "Turn '<br />' tags into line breaks before tokenizing.")
     # --- Model ---
     model: str = _f(BUNDLED_MODEL, "Model", "'bundled-minilm' (offline default), a Hub id such as "
@@ -81,7 +93,8 @@ class TrainConfig:
                                   "padding, and reuse it from the runs directory's _cache/ folder.")
     # --- Schedule ---
     num_train_epochs: float = _f(2.0, "Schedule", "Passes over the training set.", min=0.01, max=1000)
-    max_steps: int = _f(-1, "Schedule", "Stop after this many optimizer steps (-1 = use epochs).", min=-1)
+    max_steps: int = _f(-1, "Schedule", "Stop after this many optimizer steps (-1 = use epochs).", min=-1,
+                        max=MAX_STEPS)
     per_device_train_batch_size: int = _f(8, "Schedule", "Reviews per training batch on each device.", min=1,
                                           max=4096)
     per_device_eval_batch_size: int = _f(8, "Schedule", "Reviews per evaluation batch on each device.", min=1,
@@ -89,17 +102,18 @@ class TrainConfig:
     gradient_accumulation_steps: int = _f(1, "Schedule", "Batches added up before each optimizer step.", min=1,
                                           max=1024)
     logging_steps: float = _f(500, "Schedule", "Log loss/learning rate every N optimizer steps (a fraction "
-                              "< 1 means that share of the total).", min=0, exclusive_min=True)
+                              "< 1 means that share of the total).", min=0, exclusive_min=True,
+                              max=MAX_STEPS)
     eval_strategy: str = _f("epoch", "Schedule", "When to evaluate: each epoch, every eval_steps, or never.",
                             choices=STRATEGY_CHOICES)
     eval_steps: float | None = _f(None, "Schedule", "Evaluate every N steps (eval_strategy 'steps'; empty = "
-                                  "logging_steps).", min=0, exclusive_min=True)
+                                  "logging_steps).", min=0, exclusive_min=True, max=MAX_STEPS)
     # --- Optimisation ---
     learning_rate: float = _f(5e-5, "Optimisation", "Peak learning rate of AdamW.", min=0, max=1,
                               exclusive_min=True)
     weight_decay: float = _f(0.0, "Optimisation", "AdamW weight decay.", min=0, max=1)
     warmup_steps: float = _f(0, "Optimisation", "Warm-up: a number of steps (>= 1) or a fraction of all "
-                             "steps (< 1).", min=0)
+                             "steps (< 1).", min=0, max=MAX_STEPS)
     lr_scheduler_type: str = _f("linear", "Optimisation", "Learning-rate schedule after warm-up.",
                                 choices=SCHEDULER_CHOICES)
     seed: int = _f(42, "Optimisation", "Random seed for shuffling, subsets and initialisation.", min=0,
@@ -107,9 +121,9 @@ class TrainConfig:
     # --- Checkpoints ---
     save_strategy: str = _f("epoch", "Checkpoints", "When to save a checkpoint.", choices=STRATEGY_CHOICES)
     save_steps: float | None = _f(None, "Checkpoints", "Save every N steps (save_strategy 'steps'; empty = "
-                                  "500).", min=0, exclusive_min=True)
-    save_total_limit: int | None = _f(2, "Checkpoints", "Keep at most this many checkpoints (empty = all).",
-                                      min=1)
+                                  "500).", min=0, exclusive_min=True, max=MAX_STEPS)
+    save_total_limit: int | None = _f(2, "Checkpoints", "Keep at most this many checkpoints (empty = all; "
+                                      "needed when saving every N steps).", min=1, max=MAX_CHECKPOINTS)
     load_best_model_at_end: bool = _f(False, "Checkpoints", "Export the best checkpoint instead of the last.")
     metric_for_best_model: str = _f("accuracy", "Checkpoints", "Metric that decides the best checkpoint.",
                                     choices=METRIC_CHOICES)
@@ -120,11 +134,12 @@ class TrainConfig:
                    "is off.", choices=AUTO_BOOL_CHOICES)
     device: str = _f("auto", "Hardware", "Where to train: auto (GPU when there is one), cpu, or cuda.",
                      choices=DEVICE_CHOICES)
-    dataloader_num_workers: int = _f(0, "Hardware", "Background processes that prepare batches.", min=0, max=64)
+    dataloader_num_workers: int = _f(0, "Hardware", "Background processes that prepare batches (at most this "
+                                    "machine's cores).", min=0, max=64)
     num_processes: int = _f(1, "Hardware", "Processes per machine (torchrun --nproc_per_node); > 1 for several "
                             "GPUs, or CPU processes with the gloo backend.", min=1, max=64)
     num_nodes: int = _f(1, "Hardware", "Machines taking part (torchrun --nnodes).", min=1, max=1024)
-    node_rank: int = _f(0, "Hardware", "This machine's rank among the nodes.", min=0)
+    node_rank: int = _f(0, "Hardware", "This machine's rank among the nodes.", min=0, max=1023)
     rdzv_endpoint: str = _f("", "Hardware", "host:port every node can reach, for several machines.")
     report_tensorboard: Any = _f("auto", "Hardware", "Also write TensorBoard event files (auto = when "
                                  "tensorboard is installed).", choices=AUTO_BOOL_CHOICES)
@@ -190,6 +205,14 @@ class TrainConfig:
                                                f"of student_attention_heads ({self.student_attention_heads})")
         if self.num_nodes > 1 and not self.rdzv_endpoint.strip():
             errs["rdzv_endpoint"] = "training on several machines needs rdzv_endpoint (host:port of node 0)"
+        elif self.rdzv_endpoint.strip() and not valid_endpoint(self.rdzv_endpoint):
+            errs["rdzv_endpoint"] = (f"rdzv_endpoint must be host:port (a host name or IP address and a port "
+                                     f"1-65535), got {self.rdzv_endpoint[:80]!r}")
+        if self.save_strategy == "steps" and self.save_total_limit is None:
+            errs["save_total_limit"] = ("saving every N steps needs a checkpoint budget: set save_total_limit "
+                                        f"(1 to {MAX_CHECKPOINTS}); each checkpoint of a BERT model with its "
+                                        "optimizer state is hundreds of MB")
+        errs.update(machine_fit(self))
         if self.node_rank >= self.num_nodes:
             errs["node_rank"] = f"node_rank must be below num_nodes ({self.num_nodes}), got {self.node_rank}"
         for name in ("run_name", "owner", "dataset", "test_file", "model", "text_column", "label_column",
@@ -290,6 +313,23 @@ class TrainConfig:
 
 
 # ---------------------------------------------------------------------- field checks
+def machine_fit(config: TrainConfig) -> dict[str, str]:
+    """Processes and DataLoader workers tied to this machine: at most one training process per GPU (or
+    per CPU core on a CPU), at most one DataLoader worker per core."""
+    from lib.util.sysinfo import cpu_cores, gpu_count
+    errs: dict[str, str] = {}
+    cores = cpu_cores()
+    gpus = gpu_count() if config.device != "cpu" else 0
+    devices, what = (gpus, "GPU") if gpus else (cores, "CPU core")
+    if config.num_processes > devices:
+        errs["num_processes"] = (f"num_processes is {config.num_processes} but this machine has {devices} {what}"
+                                 f"{'s' if devices != 1 else ''}; use at most {devices} (one process per {what})")
+    if config.dataloader_num_workers > cores:
+        errs["dataloader_num_workers"] = (f"dataloader_num_workers is {config.dataloader_num_workers} but this "
+                                          f"machine has {cores} CPU cores; use at most {cores}")
+    return errs
+
+
 def run_label(config: dict, fallback: str = "") -> str:
     """The label a run is shown with: its free-text name, else "<model> on <dataset>" (one rule for
     every table, the CLI and the Runs page). ``config`` is a config.json dict; ``fallback`` is used when

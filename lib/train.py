@@ -18,7 +18,9 @@ The last line of stdout is the run directory's path. Exit codes: 0 finished, 2 b
 from __future__ import annotations
 
 import argparse
+import os
 import signal
+import subprocess
 import sys
 import time
 import traceback
@@ -31,6 +33,7 @@ from lib.job.training import (
     Tee,
     describe_failure,
     is_disk_full,
+    job_argv,
     process_rank,
     run_job,
     same_file,
@@ -75,6 +78,25 @@ def _prepare(args) -> tuple[TrainConfig, Path]:
     return config, run_dir
 
 
+def _run_distributed(config: TrainConfig, run_dir: Path, *, resume: bool) -> int:
+    """Several processes asked for (num_processes x num_nodes > 1): start them through torchrun, exactly as
+    the run registry does (same command, same run directory), and wait for them."""
+    argv = job_argv(config, run_dir, resume=resume)
+    print(f"[lab] {config.world_size} processes: {' '.join(argv)}", file=sys.stderr, flush=True)
+    try:
+        code = subprocess.run(argv, check=False).returncode
+    except KeyboardInterrupt:
+        return EXIT_CANCELLED
+    status = rundir.read_status(run_dir)
+    if status.get("state") == "finished":
+        print(str(run_dir), flush=True)
+        return EXIT_OK
+    error = status.get("error") if isinstance(status.get("error"), dict) else {}
+    print(f"error: {error.get('message') or f'torchrun exited with code {code}'}", file=sys.stderr)
+    print(f"run directory: {run_dir}", file=sys.stderr)
+    return code or EXIT_FAILED
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -83,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+    if config.world_size > 1 and "LOCAL_RANK" not in os.environ:
+        return _run_distributed(config, run_dir, resume=args.resume)
 
     main_process = process_rank() == 0
     log_path = run_dir / rundir.LOG

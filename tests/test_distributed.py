@@ -1,6 +1,9 @@
 """Past one device: the same launcher starts the job on torchrun; 2 CPU processes (gloo) on the tiny BERT."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -10,6 +13,8 @@ import pytest
 from lib.config import preset
 from lib.registry import control, launching, reconcile
 from lib.store import rundir
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = dict(model="tiny-bert", max_train_samples=48, max_eval_samples=24, num_train_epochs=1.0, logging_steps=1,
             per_device_train_batch_size=4)
@@ -78,3 +83,19 @@ def test_cancel_ends_every_rank(tmp_path):
     assert control.process_group_alive(run_dir) == []
     for pid in pids:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_the_cli_starts_torchrun_itself_for_several_processes(tmp_path):
+    """`python -m lib.train --set num_processes=2` trains with two processes (not one that ignores the
+    setting): the same optimizer steps as through the registry, in one run directory."""
+    args = [f"{k}={v}" for k, v in {**TINY, "num_processes": 2}.items()]
+    cmd = [sys.executable, "-m", "lib.train", "--preset", "demo", "--runs-dir", str(tmp_path)]
+    for a in args:
+        cmd += ["--set", a]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "LAB_MAX_JOBS_CPU": "2"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "torch.distributed.run" in proc.stderr
+    run_dir = Path(proc.stdout.strip().splitlines()[-1])
+    status = rundir.read_status(run_dir)
+    assert status["state"] == "finished" and status["world_size"] == 2 and status["total_steps"] == 6

@@ -17,6 +17,7 @@ from lib.store import (
     jsonl,
     rundir,  # noqa: E402
 )
+from lib.util.fmt import format_duration
 
 
 @pytest.fixture(autouse=True)
@@ -195,7 +196,7 @@ def test_progress_of_failed_and_finished_runs(tmp_path):
     assert prog.fraction == pytest.approx(7 / 20)
     done = progress.progress(run, status={"state": "finished", "step": 20, "total_steps": 20, "elapsed_s": 42.0})
     assert done.fraction == 1.0 and done.eta_s is None and done.elapsed_s == 42.0
-    assert progress.format_duration(3725) == "1h 02m 05s" and progress.format_duration(None) == "–"
+    assert format_duration(3725) == "1h 02m 05s" and format_duration(None) == "–"
 
 
 def test_ema():

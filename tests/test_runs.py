@@ -420,15 +420,21 @@ def test_delete_does_not_follow_symlinks_inside_a_run(runs_dir, tmp_path):
 
 def test_only_the_owner_or_an_admin_may_manage_a_run(runs_dir):
     run_dir = fake_run(runs_dir, state="finished", config=tiny_config(owner="Alice@Example.org"))
-    assert access.can_manage(run_dir, "alice@example.org", admins=[])
-    assert not access.can_manage(run_dir, "mallory@example.org", admins=["root@example.org"])
-    assert access.can_manage(run_dir, "root@example.org", admins=["ROOT@example.org"])
-    assert not access.can_manage(run_dir, "", admins=[""])
+    policy = access.Policy(sign_in=True, admins=access.normalise_names(["ROOT@example.org"]))
+
+    def user(name):
+        return access.Actor(name, "sign-in")
+    assert access.can_manage(run_dir, user("alice@example.org"), policy)
+    assert not access.can_manage(run_dir, user("mallory@example.org"), policy)
+    assert access.can_manage(run_dir, user("root@example.org"), policy)
+    assert not access.can_manage(run_dir, user(""), policy)
     nobody = fake_run(runs_dir, state="finished", config=tiny_config(owner=""))
-    assert not access.can_manage(nobody, "alice@example.org", admins=[])
-    assert access.can_launch("a@x", None, []) and not access.can_launch("", None, [])
-    assert access.can_launch("a@x", ["A@x"], []) and not access.can_launch("b@x", ["a@x"], [])
-    assert access.can_launch("boss@x", [], ["boss@x"])
+    assert not access.can_manage(nobody, user("alice@example.org"), policy)
+    assert access.can_launch(user("a@x"), policy) and not access.can_launch(user(""), policy)
+    listed = access.Policy(sign_in=True, launchers=access.normalise_names(["A@x"]))
+    assert access.can_launch(user("a@x"), listed) and not access.can_launch(user("b@x"), listed)
+    bosses = access.Policy(sign_in=True, admins=access.normalise_names(["boss@x"]), launchers=frozenset())
+    assert access.can_launch(user("boss@x"), bosses) and not access.can_launch(user("a@x"), bosses)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -561,7 +567,7 @@ def jobs(tmp_path_factory):
     jobs.b_killed = False
     config = tiny_config(max_train_samples=64, per_device_train_batch_size=4, num_train_epochs=2.0,
                          logging_steps=1, eval_strategy="no", save_strategy="steps", save_steps=5,
-                         save_total_limit=None, run_name="to be killed")
+                         save_total_limit=10, run_name="to be killed")
     jobs.b_dir = launching.launch(config, jobs.b_root, owner="tester")
     threads = [threading.Thread(target=_watch_queue, args=(jobs,), daemon=True),
                threading.Thread(target=_kill_at_step_11, args=(jobs,), daemon=True)]

@@ -365,3 +365,66 @@ def test_schedule_for_config_defaults():
 def test_epoch_at_step_with_accumulation():
     plan = plan_steps(33, 4, 3)  # 9 batches: steps cover 3, 3, 3 batches
     assert [epoch_at_step(plan, s) for s in (1, 2, 3, 4)] == [3 / 9, 6 / 9, 1.0, 1 + 3 / 9]
+
+
+# ------------------------------------------------------------------ arithmetic schedule (bounded work)
+def _brute_force(plan, log_every, eval_every, save_every, eval_strategy, save_strategy, first):
+    """The Trainer's flow step by step (what event_schedule computed before it became arithmetic)."""
+    total, kinds = plan.total_steps, {}
+    for s in range(1, total + 1):
+        if (s == 1 and first) or s % log_every == 0:
+            kinds.setdefault(s, set()).add("log")
+        if eval_every and (s % eval_every == 0 or s == total):
+            kinds.setdefault(s, set()).add("eval")
+        if save_every and (s % save_every == 0 or s == total):
+            kinds.setdefault(s, set()).add("save")
+    for e in range(plan.epochs_started):
+        s = min((e + 1) * plan.steps_per_epoch, total)
+        if eval_strategy == "epoch":
+            kinds.setdefault(s, set()).add("eval")
+        if save_strategy == "epoch":
+            kinds.setdefault(s, set()).add("save")
+    return kinds
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_arithmetic_schedule_equals_the_step_by_step_flow(seed):
+    import random
+    rng = random.Random(seed)
+    plan = plan_steps(rng.randint(1, 300), rng.randint(1, 9), rng.randint(1, 3), 1, rng.choice([1, 2, 3.5]),
+                      max_steps=rng.choice([-1, -1, rng.randint(1, 700)]))
+    eval_strategy, save_strategy = rng.choice(["no", "steps", "epoch"]), rng.choice(["no", "steps", "epoch"])
+    log, ev, sv = rng.randint(1, 40), rng.randint(1, 40), rng.randint(1, 40)
+    first = rng.random() < 0.3
+    limit = rng.choice([None, 1, 2, 3])
+    sched = event_schedule(plan, logging_steps=log, eval_strategy=eval_strategy, eval_steps=ev,
+                           save_strategy=save_strategy, save_steps=sv, save_total_limit=limit, logging_first_step=first)
+    expected = _brute_force(plan, log, ev if eval_strategy == "steps" else None,
+                            sv if save_strategy == "steps" else None, eval_strategy, save_strategy, first)
+    assert sched.counts["events"] == len(expected)
+    for kind in ("log", "eval", "save"):
+        assert sched.count(kind) == sum(kind in k for k in expected.values())
+    if not sched.truncated:
+        assert [(e.step, set(e.kinds)) for e in sched.events] == sorted(expected.items())
+    saves = sorted(s for s, k in expected.items() if "save" in k)
+    from lib.job.steps import surviving_checkpoints
+    assert sched.surviving == surviving_checkpoints(saves, limit)
+
+
+def test_a_billion_steps_is_counted_not_walked():
+    """Any value a visitor can type is answered arithmetically: a billion optimizer steps with logging,
+    evaluation and saving at every step gives exact counts and a bounded list (no per-step loop)."""
+    import tracemalloc
+
+    from lib.job.steps import MAX_LISTED_EVENTS
+    plan = plan_steps(8, 8, max_steps=1_000_000_000)
+    tracemalloc.start()
+    sched = event_schedule(plan, logging_steps=1, eval_strategy="steps", eval_steps=1, save_strategy="steps",
+                           save_steps=1, save_total_limit=2)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert sched.count("log") == sched.count("eval") == sched.count("save") == 1_000_000_000
+    assert sched.truncated and len(sched.events) <= MAX_LISTED_EVENTS
+    assert sched.events[0].step == 1 and sched.events[-1].step == 1_000_000_000
+    assert sched.surviving == [999_999_999, 1_000_000_000] and sched.deleted_count == 999_999_998
+    assert peak < 5 * 2**20  # a few hundred events, not a billion

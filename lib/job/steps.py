@@ -25,6 +25,7 @@ it before launching a run:
 """
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -214,8 +215,15 @@ class Event:
         return {"step": self.step, "epoch": self.epoch, "kinds": list(self.kinds)}
 
 
+MAX_LISTED_EVENTS = 400   # events listed in full up to this many; beyond, the first and last halves
+
+
 @dataclass(frozen=True)
 class Schedule:
+    """When the Trainer logs, evaluates and saves, computed arithmetically: constant time and memory for
+    any number of steps. ``counts`` are exact; ``events`` and ``checkpoints`` list every one when there
+    are at most :data:`MAX_LISTED_EVENTS`, else the first and the last ones (``truncated`` says so)."""
+
     plan: StepPlan
     events: list[Event]
     logging_every: int | None            # absolute steps (after turning a share into steps)
@@ -223,17 +231,79 @@ class Schedule:
     save_every: int | None
     save_total_limit: int | None
     load_best_model_at_end: bool
-    checkpoints: list[int]               # steps of every checkpoint saved, in order
+    checkpoints: list[int]               # steps of the checkpoints saved, in order (bounded; see truncated)
     surviving: list[int]                 # checkpoints left at the end, ignoring the best model
-    deleted: list[int]
+    deleted: list[int]                   # listed deletions (bounded); deleted_count is exact
     notes: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)   # exact: "log", "eval", "save", "events"
+    truncated: bool = False
+
+    @property
+    def checkpoint_count(self) -> int:
+        return self.counts.get("save", len(self.checkpoints))
+
+    @property
+    def deleted_count(self) -> int:
+        return self.checkpoint_count - len(self.surviving)
 
     def steps_of(self, kind: str) -> list[int]:
+        """The listed steps with an event of ``kind`` (all of them unless ``truncated``)."""
         return [e.step for e in self.events if kind in e.kinds]
+
+    def count(self, kind: str) -> int:
+        """Exact number of steps with an event of ``kind`` ("log", "eval", "save")."""
+        return self.counts.get(kind, len(self.steps_of(kind)))
 
     def surviving_with_best(self, best_step: int) -> list[int]:
         """The checkpoints left when ``best_step`` turns out to be the best one (see surviving_checkpoints)."""
         return surviving_checkpoints(self.checkpoints, self.save_total_limit, best=best_step)
+
+
+def _union_count(total: int, periods: Sequence[int], extra: Sequence[int] = ()) -> int:
+    """How many steps in 1..total are a multiple of one of ``periods`` or one of ``extra`` (inclusion-exclusion)."""
+    periods = sorted({p for p in periods if p})
+    n = 0
+    for mask in range(1, 1 << len(periods)):
+        chosen = [periods[i] for i in range(len(periods)) if mask >> i & 1]
+        lcm = 1
+        for q in chosen:
+            lcm = lcm * q // math.gcd(lcm, q)
+            if lcm > total:
+                break
+        n += (-1) ** (len(chosen) + 1) * (total // lcm)
+    extras = {e for e in extra if 1 <= e <= total and not any(e % q == 0 for q in periods)}
+    return n + len(extras)
+
+
+def _steps_ascending(total: int, periods: Sequence[int], extra: Sequence[int], limit: int) -> list[int]:
+    """The first ``limit`` steps (ascending) that are a multiple of a period or in ``extra``."""
+    heap = [(p, p) for p in sorted({p for p in periods if p}) if p <= total]
+    heap += [(e, 0) for e in sorted(set(extra)) if 1 <= e <= total]
+    heapq.heapify(heap)
+    out: list[int] = []
+    while heap and len(out) < limit:
+        step, period = heapq.heappop(heap)
+        if not out or out[-1] != step:
+            out.append(step)
+        if period and step + period <= total:
+            heapq.heappush(heap, (step + period, period))
+    return out
+
+
+def _steps_descending(total: int, periods: Sequence[int], extra: Sequence[int], limit: int) -> list[int]:
+    """The last ``limit`` steps (descending) that are a multiple of a period or in ``extra``."""
+    heap = [(-(total // p) * p, p) for p in sorted({p for p in periods if p}) if p <= total]
+    heap += [(-e, 0) for e in sorted(set(extra)) if 1 <= e <= total]
+    heapq.heapify(heap)
+    out: list[int] = []
+    while heap and len(out) < limit:
+        neg, period = heapq.heappop(heap)
+        step = -neg
+        if not out or out[-1] != step:
+            out.append(step)
+        if period and step - period >= 1:
+            heapq.heappush(heap, (-(step - period), period))
+    return out
 
 
 def _interval(name: str, value, total: int) -> int:
@@ -290,33 +360,38 @@ def event_schedule(plan: StepPlan, logging_steps: float = 500, eval_strategy: st
     save_every = (_interval("save_steps", DEFAULT_SAVE_STEPS if save_steps is None else save_steps, total)
                   if save_strategy == "steps" else None)
 
-    kinds: dict[int, list[str]] = {}
+    spe = plan.steps_per_epoch
+    first = [1] if logging_first_step else []
+    rules = {  # kind -> (periods, extra steps)
+        "log": ([log_every], first),
+        "eval": ([eval_every], [total]) if eval_every is not None else (([spe], [total]) if eval_strategy == "epoch"
+                                                                        else ([], [])),
+        "save": ([save_every], [total]) if save_every is not None else (([spe], [total]) if save_strategy == "epoch"
+                                                                        else ([], [])),
+    }
+    counts = {kind: _union_count(total, per, ext) if (per or ext) else 0 for kind, (per, ext) in rules.items()}
+    all_periods = [q for per, _ in rules.values() for q in per]
+    all_extra = [e for _, ext in rules.values() for e in ext]
+    counts["events"] = _union_count(total, all_periods, all_extra)
+    half = MAX_LISTED_EVENTS // 2
+    if counts["events"] <= MAX_LISTED_EVENTS:
+        steps = _steps_ascending(total, all_periods, all_extra, MAX_LISTED_EVENTS)
+    else:
+        steps = _steps_ascending(total, all_periods, all_extra, half) + sorted(
+            _steps_descending(total, all_periods, all_extra, half))
 
-    def add(step: int, kind: str) -> None:
-        lst = kinds.setdefault(step, [])
-        if kind not in lst:
-            lst.append(kind)
+    def kinds_at(step: int) -> tuple[str, ...]:
+        return tuple(kind for kind in ("log", "eval", "save")
+                     if any(q and step % q == 0 for q in rules[kind][0]) or step in rules[kind][1])
 
-    epoch_ends = [min((e + 1) * plan.steps_per_epoch, total) for e in range(plan.epochs_started)]
-    # Per step: DefaultFlowCallback.on_step_end, then on_epoch_end at the end of each epoch
-    # (_maybe_log_save_evaluate runs log, then eval, then save).
-    for s in range(1, total + 1):
-        if (s == 1 and logging_first_step) or s % log_every == 0:
-            add(s, "log")
-        if eval_every is not None and (s % eval_every == 0 or s == total):
-            add(s, "eval")
-        if save_every is not None and (s % save_every == 0 or s == total):
-            add(s, "save")
-    for s in epoch_ends:
-        if eval_strategy == "epoch":
-            add(s, "eval")
-        if save_strategy == "epoch":
-            add(s, "save")
-    order = {"log": 0, "eval": 1, "save": 2}
-    events = [Event(s, epoch_at_step(plan, s), tuple(sorted(k, key=order.get))) for s, k in sorted(kinds.items())]
+    events = [Event(st, epoch_at_step(plan, st), kinds_at(st)) for st in steps]
+    truncated = counts["events"] > len(events)
     checkpoints = [e.step for e in events if "save" in e.kinds]
-    surviving = surviving_checkpoints(checkpoints, save_total_limit)
-    deleted = [s for s in checkpoints if s not in surviving]
+    if save_total_limit and save_total_limit > 0 and counts["save"] > save_total_limit:
+        surviving = surviving_checkpoints(checkpoints[-(save_total_limit + 1):], save_total_limit)
+    else:
+        surviving = surviving_checkpoints(checkpoints, save_total_limit)
+    deleted = [st for st in checkpoints if st not in set(surviving)]
 
     notes = []
     if log_every > total and not logging_first_step:
@@ -328,7 +403,7 @@ def event_schedule(plan: StepPlan, logging_steps: float = 500, eval_strategy: st
     return Schedule(plan=plan, events=events, logging_every=log_every, eval_every=eval_every,
                     save_every=save_every, save_total_limit=save_total_limit,
                     load_best_model_at_end=bool(load_best_model_at_end), checkpoints=checkpoints,
-                    surviving=surviving, deleted=deleted, notes=notes)
+                    surviving=surviving, deleted=deleted, notes=notes, counts=counts, truncated=truncated)
 
 
 def rotate_checkpoints(on_disk: Sequence[int], save_total_limit: int | None, best: int | None = None) -> list[int]:

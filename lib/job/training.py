@@ -28,6 +28,7 @@ from lib.job import tokcache
 from lib.job.baseline import classification_metrics, tfidf_baseline
 from lib.store import rundir, slots
 from lib.store.checkpoint_folders import newest_complete_checkpoint
+from lib.util.sysinfo import gpu_count
 
 
 class JobCancelled(BaseException):
@@ -38,14 +39,14 @@ class JobCancelled(BaseException):
 # Arguments and precision
 # ---------------------------------------------------------------------------------------------------
 def resolve_device(config: TrainConfig) -> str:
-    import torch
+    """cpu or cuda, decided without importing torch (a job waiting in the queue stays small)."""
     if config.device == "cpu":
         return "cpu"
     if config.device == "cuda":
-        if not torch.cuda.is_available():
+        if not gpu_count():
             raise ConfigError({"device": "device is 'cuda' but no CUDA GPU is available here; use 'auto' or 'cpu'"})
         return "cuda"
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if gpu_count() else "cpu"
 
 
 def resolve_precision(config: TrainConfig, device: str) -> tuple[bool, bool]:

@@ -12,16 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lib.job.steps import rotate_checkpoints
-from lib.store import rundir
+from lib.readers.metrics import metric_series
+from lib.store import jsonl, rundir
 from lib.store.checkpoint_folders import checkpoint_folders, folder_size, has_weights
 from lib.util.fmt import num
-
-try:  # optional: about 3x faster parsing of large metric files; the standard library works too
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - depends on the environment
-    _orjson = None
-from lib.readers.metrics import metric_series
-from lib.store import jsonl
 
 _STATE_CACHE: dict[str, tuple[int, int, dict | None]] = {}
 
@@ -65,7 +59,7 @@ def trainer_state_summary(path: str | os.PathLike) -> dict | None:
     if path.is_dir():
         path = path / "trainer_state.json"
     try:
-        with open(path, "rb") as fh:
+        with rundir.open_nofollow(path, "rb") as fh:
             head = fh.read(4096)
             fh.seek(0, os.SEEK_END)
             size = fh.tell()

@@ -3,11 +3,6 @@ from __future__ import annotations
 
 import json
 
-try:  # optional: about 3x faster parsing of large metric files; the standard library works too
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - depends on the environment
-    _orjson = None
-
 
 # ---------------------------------------------------------------------------------------------------
 # Comparing runs

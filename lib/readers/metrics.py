@@ -23,15 +23,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lib.store import rundir
-from lib.util.fmt import num
-
-try:  # optional: about 3x faster parsing of large metric files; the standard library works too
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - depends on the environment
-    _orjson = None
-from lib.store import jsonl
+from lib.store import jsonl, rundir
 from lib.store.jsonl import read_jsonl
+from lib.util.fmt import num
 
 
 # ---------------------------------------------------------------------------------------------------

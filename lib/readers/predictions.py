@@ -5,14 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lib.store import rundir
+from lib.store import jsonl, rundir
 from lib.util.fmt import num
-
-try:  # optional: about 3x faster parsing of large metric files; the standard library works too
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - depends on the environment
-    _orjson = None
-from lib.store import jsonl
 
 
 # ---------------------------------------------------------------------------------------------------

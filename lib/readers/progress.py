@@ -1,20 +1,14 @@
 """Progress of one run from its files: step, epoch, speed, elapsed time and a remaining-time estimate."""
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lib.readers.metrics import metric_series
 from lib.store import rundir
 from lib.util.fmt import num
-
-try:  # optional: about 3x faster parsing of large metric files; the standard library works too
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - depends on the environment
-    _orjson = None
-from lib.readers.metrics import metric_series
 
 
 @dataclass
@@ -110,12 +104,3 @@ def progress(run_dir: str | os.PathLike, status: dict | None = None, now: float 
         queue_position=int(qp) if qp is not None else None,
         error=status.get("error") if isinstance(status.get("error"), dict) else None,
         exit_code=int(ec) if ec is not None else None, stalled=bool(status.get("stalled")))
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "–"
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h {m:02d}m {s:02d}s" if h else (f"{m}m {s:02d}s" if m else f"{s}s")

@@ -21,7 +21,7 @@ from lib.registry import access
 from lib.registry.access import CLI_POLICY, Actor, Policy, cli_actor
 from lib.registry.quotas import check_launch_limits
 from lib.registry.reconcile import _CHILDREN, _EXITS, _EXITS_LOCK, _reconcile, get_status
-from lib.store import rundir
+from lib.store import rundir, uploads
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -157,6 +157,7 @@ def launch(config: TrainConfig, runs_dir: str | os.PathLike | None = None, *, ow
     check_launch_limits(config, runs_dir, actor, policy)
     run_dir = create_run(runs_dir, config, owner=owner)
     _start_job(run_dir, load_config(run_dir), resume=False, launched_by=launched_by)
+    uploads.prune_uploads(runs_dir)  # uploads no run uses, past LAB_UPLOAD_RETENTION_DAYS
     return run_dir
 
 

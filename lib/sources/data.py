@@ -43,7 +43,7 @@ from lib.config import DEMO_DATASET, TrainConfig
 from lib.errors import DataError, HubUnavailableError
 from lib.sources import hub
 from lib.sources.labels import _label_vocab, _map_parts, _norm_label
-from lib.sources.paths import source_kind
+from lib.sources.paths import source_kind, within_allowed_roots
 from lib.sources.tables import (
     SUPPORTED_TEXT,
     _checked_path,
@@ -55,6 +55,7 @@ from lib.sources.tables import (
     _read_any,
     _Table,
 )
+from lib.store import rundir
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -157,10 +158,23 @@ def _acl_sort_key(path: Path) -> tuple:
     return (int(stem) if stem.isdigit() else float("inf"), path.name)
 
 
+def _acl_entry(path: Path) -> Path:
+    """A folder or file inside an aclImdb tree, refused when it is a symbolic link or lies outside the
+    server's allowed folders (``LAB_ALLOWED_ROOTS``): every entry is checked, not only the top folder."""
+    if path.is_symlink():
+        raise DataError(f"{path} is a symbolic link; the IMDb review folder must hold real folders and files "
+                        "(copy the data instead of linking it).")
+    if not within_allowed_roots(path.resolve()):
+        raise DataError(f"{path} is outside the folders this server allows; ask the admin.")
+    return path
+
+
 def _acl_parts(root: Path) -> tuple[list[_Part], dict]:
     parts: list[_Part] = []
     for split in SPLITS:
         split_dir = root / split
+        if split_dir.exists() or split_dir.is_symlink():
+            _acl_entry(split_dir)
         if not split_dir.is_dir():
             if split == "train":
                 raise DataError(f"The aclImdb folder {root} has no train/ folder (expected train/pos and "
@@ -171,6 +185,8 @@ def _acl_parts(root: Path) -> tuple[list[_Part], dict]:
         origins: list[int] = []
         for cls in ("neg", "pos"):
             cls_dir = split_dir / cls
+            if cls_dir.exists() or cls_dir.is_symlink():
+                _acl_entry(cls_dir)
             if not cls_dir.is_dir():
                 raise DataError(f"The aclImdb folder {root} has {split}/ but no {split}/{cls}/ folder; both "
                                 f"{split}/pos and {split}/neg are needed.")
@@ -179,7 +195,8 @@ def _acl_parts(root: Path) -> tuple[list[_Part], dict]:
                 raise DataError(f"{cls_dir} holds no .txt review files.")
             for f in files:
                 try:
-                    texts.append(f.read_text(encoding="utf-8-sig"))
+                    with rundir.open_nofollow(_acl_entry(f), "r", encoding="utf-8-sig") as fh:
+                        texts.append(fh.read())
                 except UnicodeDecodeError:
                     raise DataError(f"The review file {f} is not UTF-8 text; re-save it as UTF-8.") from None
                 except OSError as exc:

@@ -66,16 +66,33 @@ def shadowing_local_path(hub_id: str) -> Path | None:
     return path if hub_id and path.exists() else None
 
 
+def within_allowed_roots(path: Path) -> bool:
+    """True when ``path`` (already resolved) lies inside one of the allowed roots, or no roots are set."""
+    roots = allowed_roots()
+    return not roots or any(path == r or r in path.parents for r in roots)
+
+
 def check_local_path(text: str, what: str, *, must_exist: bool = True) -> Path:
     """Resolve a typed path; refuse NUL bytes, paths outside the allowed roots and missing files."""
     if "\x00" in text:
         raise LabError(f"the {what} path contains a NUL byte; remove it")
-    path = Path(text).expanduser().resolve()
+    if any(len(part.encode("utf-8", "surrogateescape")) > 255 for part in Path(text).parts):
+        raise LabError(f"the {what} path has a name longer than 255 bytes, which no file system allows; "
+                       "check the path")
+    try:
+        path = Path(text).expanduser().resolve(strict=False)
+        exists = path.exists()
+    except RuntimeError:
+        raise LabError(f"the {what} path {text[:200]!r} is a symbolic link loop; point it at a real file or "
+                       "folder") from None
+    except OSError as exc:
+        raise LabError(f"the {what} path {text[:200]!r} cannot be read ({exc.strerror or exc}); check the "
+                       "path") from None
     roots = allowed_roots()
     if roots and not any(path == r or r in path.parents for r in roots):
         shown = ", ".join(str(r) for r in roots)
-        raise LabError(f"the {what} path {text!r} is outside the folders this server allows ({shown}); "
+        raise LabError(f"the {what} path {text[:200]!r} is outside the folders this server allows ({shown}); "
                        "ask the admin or upload the file instead")
-    if must_exist and not path.exists():
+    if must_exist and not exists:
         raise LabError(f"the {what} path {text!r} does not exist (resolved to {path})")
     return path

@@ -228,7 +228,7 @@ def _read_jsonl(path: Path, max_rows: int | None, kind: str = "jsonl") -> _Table
                 if not line.strip():
                     continue
                 try:
-                    obj = json.loads(line)
+                    obj = _loads(line)
                 except ValueError as exc:
                     raise DataError(f"{path.name}, line {lineno} (data row {len(records) + 1}) is not valid JSON "
                                     f"({exc.msg}). Each line of a JSON Lines file must be one object like "
@@ -256,12 +256,12 @@ def _read_json(path: Path, max_rows: int | None) -> _Table:
     whole: Any = None
     if stripped.startswith("["):
         try:
-            whole = json.loads(text)
+            whole = _loads(text)
         except ValueError as exc:
             raise DataError(f"{path.name} is not valid JSON (line {exc.lineno}: {exc.msg}).") from None
     elif stripped.startswith("{"):
         try:
-            whole = json.loads(text)
+            whole = _loads(text)
         except ValueError:
             return _read_jsonl(path, max_rows, kind="json")  # one object per line
     if whole is None:
@@ -308,14 +308,26 @@ def _read_parquet(path: Path, max_rows: int | None) -> _Table:
             table = pa.Table.from_batches([batch]) if batch is not None else pf.schema_arrow.empty_table()
         else:
             table = pf.read()
-    except Exception as exc:  # pyarrow raises several types for corrupt files
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for corrupt files
         raise DataError(f"The file {path.name} is not a readable Parquet file ({type(exc).__name__}: {exc}).") from None
     columns = [str(c) for c in table.column_names]
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated:
+        raise DataError(f"The Parquet file {path.name} has more than one column named {', '.join(map(repr, repeated))}; "
+                        "give every column its own name and save it again.")
     if table.num_rows == 0:
         raise DataError(f"The Parquet file {path.name} has columns ({', '.join(columns)}) but no rows: it holds "
                         "no reviews.")
     data = {str(c): table.column(c).to_pylist() for c in table.column_names}
     return _Table(path, "parquet", columns, data, [None] * table.num_rows)
+
+
+def _loads(text: str):
+    """json.loads that reports absurdly deep nesting as bad data instead of a RecursionError."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply (more than about 1,000 levels of brackets)", text, 0) from None
 
 
 def _read_any(path: Path, max_rows: int | None = None) -> _Table:
@@ -384,3 +396,22 @@ def read_table(path: str | os.PathLike, *, text_column: str | None = None,
 
 
 # ---------------------------------------------------------------------------------------------- entry point
+
+
+# ---------------------------------------------------------------------------------------------- column guesses
+TEXT_COLUMN_NAMES = ("text", "review", "sentence", "content")
+LABEL_COLUMN_NAMES = ("label", "sentiment", "labels", "target")
+
+
+def guess_text_column(columns: list) -> str | None:
+    """The column that most likely holds the review text: the first named text/review/sentence/content
+    (any letter case), else the first column; None for no columns."""
+    names = [str(c) for c in columns]
+    return next((c for c in names if c.lower() in TEXT_COLUMN_NAMES), names[0] if names else None)
+
+
+def guess_label_column(columns: list) -> str | None:
+    """The column that most likely holds the label: the first named label/sentiment/labels/target
+    (any letter case), else the last column; None for no columns."""
+    names = [str(c) for c in columns]
+    return next((c for c in names if c.lower() in LABEL_COLUMN_NAMES), names[-1] if names else None)

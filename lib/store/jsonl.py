@@ -98,7 +98,7 @@ def _read_jsonl_entry(path: str | os.PathLike, big: bool = False) -> _Entry | No
             and entry.size == st.st_size and entry.mtime_ns == st.st_mtime_ns:
         return entry  # unchanged: no read at all
     try:
-        with open(key, "rb") as fh:
+        with rundir.open_nofollow(key, "rb") as fh:
             head = fh.read(_HEAD_BYTES)
             start = 0
             if entry is not None and (entry.dev, entry.ino) == (st.st_dev, st.st_ino) \

@@ -116,6 +116,17 @@ def iter_run_dirs(runs_dir: str | os.PathLike) -> Iterator[Path]:
             yield root / entry.name
 
 
+def open_nofollow(path: str | os.PathLike, mode: str = "rb", **kw):
+    """Open a file of a run for reading, refusing a symbolic link (``O_NOFOLLOW``): nothing inside a run
+    directory is ever read through a link planted there (``stdout.log -> /etc/shadow``)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        return os.fdopen(fd, mode, **kw)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _json_default(obj: Any):
     if hasattr(obj, "item"):
         return obj.item()
@@ -165,7 +176,7 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 def read_json(path: str | os.PathLike, default: Any = None) -> Any:
     """Read a JSON file; ``default`` when it is missing, empty or unparsable."""
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open_nofollow(path, "r", encoding="utf-8") as fh:
             return json.load(fh)
     except (OSError, ValueError):
         return default
@@ -183,7 +194,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """All complete JSON lines of a file (a torn or corrupt line is skipped)."""
     rows: list[dict] = []
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
+        with open_nofollow(path, "r", encoding="utf-8", errors="replace") as fh:
             for line in fh:
                 if not line.endswith("\n"):
                     break  # torn last line: being written right now
@@ -215,7 +226,7 @@ def read_status(run_dir: str | os.PathLike) -> dict:
 def tail_text(path: str | os.PathLike, max_bytes: int = 4000) -> str:
     """The last ``max_bytes`` of a text file (for log tails)."""
     try:
-        with open(path, "rb") as fh:
+        with open_nofollow(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
             size = fh.tell()
             fh.seek(max(0, size - max_bytes))

@@ -128,6 +128,8 @@ def waiting_runs(runs_dir: Path, device: str, *, host: str | None = None) -> lis
         run_device = status.get("device") or ANY_DEVICE
         if device != ANY_DEVICE and run_device not in (device, ANY_DEVICE):
             continue
+        if run_device == ANY_DEVICE and (rundir.read_config(run_dir).get("num_nodes") or 1) > 1:
+            continue  # still waiting for its other machines (rendezvous): it holds no place in this queue
         run = rundir.read_json(run_dir / rundir.RUN, default={}) or {}
         if run_host(run) != host or not run_is_alive(run, status):
             continue
@@ -175,6 +177,14 @@ def slot_dir(runs_dir: Path, host: str | None = None) -> Path:
     return Path(runs_dir) / QUEUE_DIR / _host_dirname(host or hostname())
 
 
+def max_poll_s() -> float:
+    """Longest pause between two looks at the queue while a job waits (``LAB_QUEUE_POLL_MAX_S``, default 10)."""
+    try:
+        return max(0.5, float(os.environ.get("LAB_QUEUE_POLL_MAX_S", "10")))
+    except ValueError:
+        return 10.0
+
+
 def acquire_slot(runs_dir: Path, run_dir: Path, *, device: str = "cpu", poll_s: float = POLL_S) -> int:
     """Wait (updating ``queue_position`` in status.json) until a slot is free and it is our turn.
 
@@ -186,6 +196,7 @@ def acquire_slot(runs_dir: Path, run_dir: Path, *, device: str = "cpu", poll_s: 
     limit = device_limit(device)
     run_dir = Path(run_dir)
     last_position = None
+    wait = poll_s
     while True:
         names = [p.name for p in waiting_runs(Path(runs_dir), device)]
         position = names.index(run_dir.name) if run_dir.name in names else 0
@@ -199,4 +210,6 @@ def acquire_slot(runs_dir: Path, run_dir: Path, *, device: str = "cpu", poll_s: 
             last_position = position
         else:
             rundir.update_status(run_dir, heartbeat=time.time())
-        time.sleep(poll_s)
+        # Back off while waiting: a queue of jobs does not rescan the runs folder every second.
+        time.sleep(wait)
+        wait = min(max_poll_s(), wait * 1.5) if position else poll_s

@@ -48,3 +48,51 @@ def save_upload(runs_dir: str | os.PathLike, data: bytes, filename: str, *, pref
         tmp.unlink(missing_ok=True)
         raise
     return target
+
+
+DEFAULT_RETENTION_DAYS = 7.0
+
+
+def retention_days() -> float:
+    """``LAB_UPLOAD_RETENTION_DAYS`` (default 7): how long an upload no run uses is kept."""
+    try:
+        return max(0.0, float(os.environ.get("LAB_UPLOAD_RETENTION_DAYS", DEFAULT_RETENTION_DAYS)))
+    except ValueError:
+        return DEFAULT_RETENTION_DAYS
+
+
+def referenced_uploads(runs_dir: str | os.PathLike) -> set[str]:
+    """Names of the uploads some run's config reads (``dataset`` or ``test_file`` inside ``_uploads/``)."""
+    folder = upload_folder(runs_dir).resolve()
+    names: set[str] = set()
+    for run_dir in rundir.iter_run_dirs(runs_dir):
+        config = rundir.read_config(run_dir)
+        for key in ("dataset", "test_file"):
+            value = str(config.get(key) or "").strip()
+            if value and os.sep in value:
+                path = Path(value)
+                if path.parent == folder or path.parent.resolve() == folder:
+                    names.add(path.name)
+    return names
+
+
+def prune_uploads(runs_dir: str | os.PathLike, *, days: float | None = None, now: float | None = None) -> list[str]:
+    """Delete uploads older than ``days`` (default :func:`retention_days`) that no run uses; return their
+    names. An upload a run's config reads is kept however old it is, so resuming or cloning that run works."""
+    folder = upload_folder(runs_dir)
+    if not folder.is_dir():
+        return []
+    days = retention_days() if days is None else days
+    cutoff = (time.time() if now is None else now) - days * 86400
+    keep = referenced_uploads(runs_dir)
+    removed = []
+    for entry in os.scandir(folder):
+        if entry.name in keep or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed.append(entry.name)
+        except OSError:
+            continue
+    return sorted(removed)

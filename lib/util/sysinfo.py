@@ -19,6 +19,35 @@ def versions() -> dict[str, str]:
     return out
 
 
+def cpu_cores() -> int:
+    """CPU cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def gpu_count() -> int:
+    """CUDA GPUs visible to this process, without importing torch when it is not loaded yet."""
+    import sys
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return 0
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            return int(torch.cuda.device_count())
+        except Exception:  # noqa: BLE001 - a broken CUDA install counts as no GPU
+            return 0
+    try:
+        found = len(os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
+        return 0
+    if visible:
+        found = min(found, len([v for v in visible.split(",") if v.strip()]))
+    return found
+
+
 def hardware() -> dict:
     import psutil
     import torch
