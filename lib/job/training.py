@@ -498,8 +498,8 @@ def model_card(config: TrainConfig, info: dict, final: dict, baseline: dict | No
         base = (baseline or {}).get(key)
         if value is not None:
             name = shown.get(key, key)
-            base_text = f"{base:.4f}" if base is not None else ""
-            lines.append(f"| {name} | {value:.4f} | {base_text} |")
+            base_text = f" {base:.4f} " if base is not None else " "
+            lines.append(f"| {name} | {value:.4f} |{base_text}|")
     if len(names) > 2:
         counts = {c.get("id"): c.get("test") for c in info.get("classes") or [] if isinstance(c, dict)}
         lines += ["", "## Per class (eval split)", "", "| class | precision | recall | F1 | eval reviews |",
