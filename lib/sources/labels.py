@@ -167,6 +167,11 @@ def _map_parts(parts: list[_Part], label_names: list, label_column: str, *,
         vocab = {n: i for i, n in enumerate(order)}
         names = [seen[n] for n in order]
         how = "inferred"
+    elif len(seen) == 1:
+        value = next(iter(seen.values()))
+        raise DataError(f"The label column {label_column!r} has only one class: every one of the {total - missing:,} "
+                        f"labelled rows says {value!r}. At least two classes are needed to train and evaluate a "
+                        "classifier; add reviews of another class, or check that label_column names the labels.")
     else:
         first = min(unknown, key=lambda n: (parts.index(first_at[n][0]), first_at[n][1]))
         part, i = first_at[first]
