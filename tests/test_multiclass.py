@@ -352,3 +352,80 @@ def test_describe_labels_for_the_upload_preview(tmp_path):
     assert not rare["ok"] and "'c' (1 review" in rare["problems"][0] and rare["counts"]["c"] == 1
     missing = describe_labels(table, "stars")
     assert not missing["ok"] and "no label column 'stars'" in missing["problems"][0]
+
+
+# ------------------------------------------------------------------------------------------------ Runs page
+RUNS_PAGE = str(ROOT / "pages" / "runs.py")
+RUNS_TABS = ["Training", "Compare", "Checkpoints", "Try it", "Error analysis"]
+
+
+def _page_text(at) -> str:
+    import re
+    parts = []
+    for kind in ("error", "warning", "info", "success", "markdown", "caption"):
+        parts += [re.sub(r"\\(.)", r"\1", str(e.value)) for e in getattr(at, kind)]
+    parts += [f"{m.label}={m.value}" for m in at.metric]
+    return "\n".join(parts)
+
+
+def _frame(at, column: str):
+    found = [d.value for d in at.dataframe if column in d.value.columns]
+    assert found, f"no table with a {column!r} column"
+    return found[0]
+
+
+def _chart(at, key: str) -> dict:
+    found = [e for e in at.get("plotly_chart") if e.key == key]
+    assert found, f"no chart {key!r}"
+    return json.loads(found[0].proto.spec)
+
+
+def test_runs_page_every_tab_for_a_three_class_run(three_class_run, tmp_path, monkeypatch):
+    import shutil
+
+    from streamlit.testing.v1 import AppTest
+    root = tmp_path / "runs"
+    root.mkdir()
+    teacher = root / three_class_run.name
+    shutil.copytree(three_class_run, teacher)
+    student = root / "20990101-000000-5700de"          # a distilled run of the same classes
+    shutil.copytree(teacher, student)
+    config = json.loads((student / rundir.CONFIG).read_text())
+    (student / rundir.CONFIG).write_text(json.dumps({**config, "task": "distill", "teacher": teacher.name,
+                                                      "run_name": "three-class student"}))
+    monkeypatch.setenv("LAB_RUNS_DIR", str(root))
+    preds = rundir.read_jsonl(teacher / rundir.PREDICTIONS)
+    for run in (teacher, student):
+        at = AppTest.from_file(RUNS_PAGE, default_timeout=120)
+        at.query_params["run"] = run.name
+        at.run()
+        assert not at.exception and not at.error
+        assert "Macro-F1" in {m.label for m in at.metric}
+        for tab in RUNS_TABS[1:]:
+            at.session_state["runs_tab"] = tab
+            at.run()
+            assert not at.exception, (tab, at.exception)
+            assert not at.error, (tab, [e.value for e in at.error])
+            if tab == "Error analysis":
+                counts = _chart(at, "err_confusion")["data"][0]["z"]
+                assert len(counts) == 3 and all(len(r) == 3 for r in counts)
+                assert sum(map(sum, counts)) == len(preds)
+                per_class = _frame(at, "recall")
+                assert per_class["class"].tolist() == list(CLASSES) and per_class["reviews"].tolist() == [6, 6, 6]
+                assert at.selectbox(key="err_true").options == ["any", *CLASSES]
+                wrong = sum(p["label"] != p["pred"] for p in preds)
+                if wrong:
+                    assert "per true class" in " ".join(e.label for e in at.expander)
+            if tab == "Try it":
+                at.selectbox(key="try_model").select_index(0).run()
+                at.text_area(key="try_text").set_value("crème brûlée of cinema")
+                at.button(key="FormSubmitter:try_form-Classify").click().run()
+                assert not at.exception and not at.error
+                probs = _frame(at, "probability")
+                assert sorted(probs["label"]) == sorted(CLASSES)
+                assert abs(probs["probability"].sum() - 1.0) < 1e-4
+                assert "supports" in _page_text(at)
+            if tab == "Compare" and run == student:
+                table = _frame(at, "layers")
+                assert table["model"].tolist() == ["teacher", "student"] and "macro-F1" in table.columns
+                assert "Agreement with the teacher=100.0%" in _page_text(at)  # same weights

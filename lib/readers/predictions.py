@@ -118,13 +118,10 @@ def per_class(df, n_labels: int) -> list[dict]:
 
 
 def run_label_names(run_dir: str | os.PathLike, fallback: list[str] | None = None) -> list[str]:
-    """The run's class names in id order: from data.json (what the data turned into), else the exported
-    model's id2label, else config.json's label_names, else ``fallback`` (NEGATIVE, POSITIVE)."""
+    """The run's class names in id order: the exported model's id2label (what it answers), else data.json
+    (what the data turned into, known from the start of training), else config.json's label_names, else
+    ``fallback`` (NEGATIVE, POSITIVE)."""
     run_dir = Path(run_dir)
-    info = rundir.read_json(run_dir / rundir.DATA_INFO) or {}
-    names = info.get("label_names") if isinstance(info, dict) else None
-    if isinstance(names, list) and len(names) >= 2:
-        return [str(n) for n in names]
     cfg = rundir.read_json(run_dir / rundir.MODEL / "config.json") or {}
     id2label = cfg.get("id2label") if isinstance(cfg, dict) else None
     if isinstance(id2label, dict) and len(id2label) >= 2:
@@ -132,10 +129,11 @@ def run_label_names(run_dir: str | os.PathLike, fallback: list[str] | None = Non
             return [str(id2label[k]) for k in sorted(id2label, key=int)]
         except (ValueError, TypeError):
             pass
-    config = rundir.read_json(run_dir / rundir.CONFIG) or {}
-    names = config.get("label_names") if isinstance(config, dict) else None
-    if isinstance(names, list) and len(names) >= 2:
-        return [str(n) for n in names]
+    for name in (rundir.DATA_INFO, rundir.CONFIG):
+        data = rundir.read_json(run_dir / name) or {}
+        names = data.get("label_names") if isinstance(data, dict) else None
+        if isinstance(names, list) and len(names) >= 2:
+            return [str(n) for n in names]
     return list(fallback or ["NEGATIVE", "POSITIVE"])
 
 
