@@ -429,3 +429,39 @@ def test_runs_page_every_tab_for_a_three_class_run(three_class_run, tmp_path, mo
                 table = _frame(at, "layers")
                 assert table["model"].tolist() == ["teacher", "student"] and "macro-F1" in table.columns
                 assert "Agreement with the teacher=100.0%" in _page_text(at)  # same weights
+
+
+# ------------------------------------------------------------------------------------------------ Train page
+def test_train_page_upload_preview_shows_classes_and_encoding(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from pages.ui import session
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("LAB_RUNS_DIR", str(runs))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name in ("LAB_READ_ONLY", "LAB_ALLOWED_ROOTS", "LAB_MAX_ACTIVE_RUNS_PER_USER"):
+        monkeypatch.delenv(name, raising=False)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.session_state[session.OWNER_KEY] = "tester"
+    at.switch_page("pages/train.py").run()
+    assert not at.exception, at.exception
+    assert at.text_input(key="tr_encoding").value == "auto"   # the form field, drawn from the config's metadata
+    buf = io.StringIO()
+    csv.writer(buf).writerows([("review", "stance"), *three_class_rows(per_class=7)])
+    data = buf.getvalue().encode("cp1252")
+    at.file_uploader(key="tr_upload").set_value(("tweets.csv", data, "text/csv")).run()
+    assert not at.exception, at.exception
+    assert any("decoded as Windows-1252" in str(c.value).replace("\\", "") for c in at.caption)
+    classes = next(d.value for d in at.dataframe if "reviews" in d.value.columns and "class" in d.value.columns)
+    assert classes["class"].tolist() == ["0 = negative", "1 = neutral", "2 = positive"]
+    assert classes["reviews"].tolist() == [7, 7, 7]
+    preview = next(d.value for d in at.dataframe if "review" in d.value.columns)
+    assert any("é" in t or "€" in t or "“" in t for t in preview["review"])
+    assert not at.error and not at.button(key="tr_use_upload").disabled
+    # a class with a single review: the preview says so before anything is launched
+    buf = io.StringIO()
+    csv.writer(buf).writerows([("review", "stance"), *three_class_rows(per_class=3), ("one of a kind", "mixed")])
+    at.file_uploader(key="tr_upload").set_value(("rare.csv", buf.getvalue().encode("utf-8"), "text/csv")).run()
+    assert not at.exception
+    assert any("'mixed' (1 review" in e.value.replace("\\", "") for e in at.error)
+    assert at.button(key="tr_use_upload").disabled

@@ -90,19 +90,18 @@ def upload_picker(state: MutableMapping, runs_dir: Path, limit_mb: int, *, disab
     ok = text_col != label_col
     described = describe_labels(table, label_col, names)
     if described["counts"]:
-        n = described["num_labels"]
+        classes = described["names"]
         how = {"binary": "sentiment labels (0/1, neg/pos, negative/positive)",
                "label_names": "the classes named in label_names",
                "inferred": "one class per value found in the file"}.get(described["how"], "")
-        st.write(plain(f"{n} classes: {how}. Reviews per class:"))
-        ids = {name: i for i, name in enumerate(described["names"])}
-        values = {}
-        for value, cls in described["mapping"].items():
-            values.setdefault(cls, []).append(value)
-        st.dataframe({"label": [f"{ids[name]} = {name}" for name in described["counts"]],
-                      "values in the file": [", ".join(values.get(ids[name], [])) for name in described["counts"]],
-                      "reviews": list(described["counts"].values())},
+        st.write("Label mapping (value in the file → label):")
+        st.dataframe({"value in the file": [str(k) for k in described["mapping"]],
+                      "becomes": [f"{v} = {classes[v]}" for v in described["mapping"].values()]},
                      hide_index=True, key="tr_upload_mapping")
+        st.write(plain(f"{len(classes)} classes ({how}); reviews per class:"))
+        st.dataframe({"class": [f"{i} = {name}" for i, name in enumerate(classes)],
+                      "reviews": [described["counts"][name] for name in classes]},
+                     hide_index=True, key="tr_upload_classes")
     if not ok:
         st.error("The text and label columns must differ.")
     for problem in described["problems"]:
