@@ -465,3 +465,21 @@ def test_train_page_upload_preview_shows_classes_and_encoding(tmp_path, monkeypa
     assert not at.exception
     assert any("'mixed' (1 review" in e.value.replace("\\", "") for e in at.error)
     assert at.button(key="tr_use_upload").disabled
+
+
+def test_a_cached_hub_dataset_with_three_named_classes_keeps_the_hub_order(tmp_path, monkeypatch):
+    import datasets
+
+    from tests.test_data import fake_hub_cache
+    cache = tmp_path / "hf_cache"
+    cache.mkdir()
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    train = [(f"tweet {i}", i % 3) for i in range(30)]
+    test = [(f"test tweet {i}", i % 3) for i in range(9)]
+    fake_hub_cache(cache, "fakeorg/tweets", "b" * 40, {"train": train, "test": test},
+                   names=("positive", "neutral", "negative"))
+    loaded = load_data(TrainConfig(dataset="fakeorg/tweets"))
+    assert loaded.info["label_names"] == ["positive", "neutral", "negative"]   # the Hub's ids, not re-sorted
+    assert [x for x in loaded.dataset["train"]["label"]] == [y for _, y in train]
+    assert loaded.info["class_counts"]["test"] == {"0": 3, "1": 3, "2": 3}

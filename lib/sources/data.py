@@ -2,8 +2,10 @@
 an aclImdb folder.
 
 Every source ends up as the same thing, a ``datasets.DatasetDict`` with exactly two splits, ``train`` and
-``test``, and exactly two columns, ``text`` (the review) and ``label`` (0 = negative, 1 = positive), plus
-an ``info`` dict that says what was done (the job writes it to ``data.json`` in the run folder).
+``test``, and exactly two columns, ``text`` (the review) and ``label`` (the class id: 0 = negative, 1 =
+positive for sentiment; 0..N-1 for a run with N classes, named in ``info["label_names"]``), plus an
+``info`` dict that says what was done (the job writes it to ``data.json`` in the run folder): the class
+names and counts per split, how each label value was mapped, and for text files the encoding used.
 
 Which source is used depends on ``config.dataset``:
 
@@ -19,8 +21,9 @@ Which source is used depends on ``config.dataset``:
   (when the Hub fails and such a file exists, the message says so).
 
 Then the same steps run for every source: ``<br />`` tags become line breaks (``strip_html``), empty
-reviews are dropped and counted, labels are mapped to 0/1 (positive/negative, pos/neg, 1/0, true/false or
-the run's own ``label_names``, in any letter case), a seeded, stratified evaluation split is held out when
+reviews are dropped and counted, labels are mapped to class ids (:mod:`lib.sources.labels`: 0/1 from
+positive/negative, pos/neg, 1/0, true/false or the run's own two ``label_names``; for 3 to 50 classes the
+run's ``label_names`` or, by default, the values found), a seeded, stratified evaluation split is held out when
 the data has only one split, and the optional subsets are taken: ``max_train_samples`` shuffles the
 training set with the seed and keeps the first N; ``max_eval_samples`` keeps a seeded sample of N reviews
 *in dataset order* (the evaluation set is never shuffled, so predictions line up with it).
@@ -43,7 +46,7 @@ import numpy as np
 from lib.config import DEMO_DATASET, TrainConfig
 from lib.errors import DataError, HubUnavailableError
 from lib.sources import hub
-from lib.sources.labels import LabelScheme, _label_vocab, _map_parts, _norm_label
+from lib.sources.labels import LabelScheme, _label_vocab, _map_parts, _norm_label, is_default_label_names
 from lib.sources.paths import source_kind, within_allowed_roots
 from lib.sources.tables import (
     SUPPORTED_TEXT,
@@ -372,6 +375,10 @@ def _hub_parts(spec: str, config: TrainConfig) -> tuple[list[_Part], dict]:
         feature = ds.features.get(label_col)
         if isinstance(feature, datasets.ClassLabel):
             used["hub_label_names"] = list(feature.names)
+            if len(feature.names) > 2:
+                used["_class_names"] = list(feature.names)   # the Hub's class ids and names, kept in order
+                labels = [feature.names[v] if isinstance(v, int) and 0 <= v < len(feature.names) else v
+                          for v in labels]
             vocab = _label_vocab(config.label_names)
             words = [_norm_label(n) for n in feature.names]
             if (len(words) == 2 and all(w is not None and w in vocab and not w.isdigit() for w in words)
@@ -510,7 +517,9 @@ def _finish(parts: list[_Part], info: dict, config: TrainConfig) -> LoadedData:
         html[part.split] = report.pop("html_breaks_replaced")
         dropped[part.split] = report
         cleaned.append(c)
-    mapped, scheme = _map_parts(cleaned, config.label_names, label_col)
+    class_names = info.pop("_class_names", None)
+    use_names = class_names if class_names and is_default_label_names(config.label_names) else config.label_names
+    mapped, scheme = _map_parts(cleaned, use_names, label_col)
     names, n_labels = scheme.names, scheme.num_labels
     all_labels = [x for m in mapped for x in m]
     if len(set(all_labels)) < 2:
