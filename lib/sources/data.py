@@ -466,18 +466,21 @@ def _check_rare_classes(parts: list[_Part], mapped: list[list[int]], scheme: Lab
     for m in mapped:
         for x in m:
             counts[x] += 1
-    rare = [c for c, n in enumerate(counts) if 0 < n < needed]
+    rare = [c for c, n in enumerate(counts) if n < needed]
     if not rare:
         return
     described = []
     for c in rare[:5]:
         where = [part.where(i) for part, m in zip(parts, mapped) for i, x in enumerate(m) if x == c][:3]
-        described.append(f"{scheme.names[c]!r} ({_plural(counts[c], 'review')}: {'; '.join(where)})")
+        described.append(f"{scheme.names[c]!r} ({_plural(counts[c], 'review')}: {'; '.join(where)})" if where
+                         else f"{scheme.names[c]!r} (no reviews)")
     more = f" and {len(rare) - 5} more" if len(rare) > 5 else ""
     listing = ", ".join(repr(n) for n in scheme.names[:10]) + (f" and {scheme.num_labels - 10} more"
                                                               if scheme.num_labels > 10 else "")
+    what = (f"The label column {label_col!r} has {scheme.num_labels} different values ({listing})"
+            if scheme.how == "inferred" else f"This run has {scheme.num_labels} classes ({listing})")
     raise DataError(
-        f"The label column {label_col!r} has {scheme.num_labels} different values ({listing}), and "
+        f"{what}, and "
         f"{_plural(len(rare), 'class')} {'has' if len(rare) == 1 else 'have'} fewer than {needed} reviews: "
         f"{', '.join(described)}{more}. Holding out an evaluation split needs at least {needed} reviews of each "
         "class. If a value is a typo, fix those rows; otherwise add reviews of that class, give a separate "
