@@ -12,6 +12,12 @@ With ``--csv`` (CSV, TSV, JSON Lines or Parquet) the predictions are added as co
 On the CPU predictions run in the fast int8 mode unless ``--precision fp32`` asks for the exact
 full-precision numbers the training job evaluated with.
 
+Text is prepared as the model was trained: a run's export records its ``max_length``, truncation side
+and ``<br />`` cleaning (``lab_preprocessing.json``), a checkpoint uses its run's ``config.json``, and
+``--max-length`` overrides the length. Probabilities are calibrated with the temperature the job
+fitted on the eval split (``calibration.json``) unless ``--no-calibration`` asks for the raw ones; the
+label is the same either way.
+
 Exit codes: 0 done, 2 bad input (a short message on stderr).
 """
 from __future__ import annotations
@@ -43,8 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-column", default="text", metavar="COL", help="column with the reviews (default: text)")
     p.add_argument("--out", metavar="OUT", help="where to write the predictions CSV (batch mode)")
     p.add_argument("--batch-size", type=int, default=16, help="reviews per forward pass (default 16)")
-    p.add_argument("--max-length", type=int, default=None, help="longest input in tokens (default: the model's, "
-                   "at most 512)")
+    p.add_argument("--max-length", type=int, default=None, help="longest input in tokens (default: the max_length "
+                   "the model was trained with; for other models their own limit, at most 512)")
+    p.add_argument("--no-calibration", action="store_true",
+                   help="raw probabilities instead of the calibrated ones (the label is the same)")
     p.add_argument("--precision", choices=["int8", "fp32"], default=None,
                    help="int8: fast CPU mode (dynamic quantization, about 2x faster, agrees with full precision on "
                         "~99%% of reviews); fp32: exactly the training job's numbers (default: int8, or "
@@ -95,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         from lib.serving.predictor import BASE_MODEL, Predictor, check_model_folder, default_precision
         model = args.model if args.model == BASE_MODEL else str(check_model_folder(args.model))
         table = read_table_file(args.csv, args.text_column) if args.csv else None
-        predictor = Predictor(model, max_length=args.max_length, precision=args.precision or default_precision())
+        predictor = Predictor(model, max_length=args.max_length, precision=args.precision or default_precision(),
+                              calibrated=not args.no_calibration)
         if table is not None:
             result = predict_frame(predictor, table, args.text_column, batch_size=args.batch_size)
             tmp = Path(args.out).with_name(f".{Path(args.out).name}.tmp{os.getpid()}")

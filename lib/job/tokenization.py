@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,15 +23,10 @@ from typing import Any
 import numpy as np
 
 from lib.errors import ConfigError, ModelError
+from lib.sources.preprocessing import strip_html_breaks
 
 PAD_MODES = ("longest", "max_length", "dynamic")
 PADDING_SCHEMES = ("tutorial", "dynamic", "grouped", "max_length")
-_BR_RE = re.compile(r"<\s*br\s*/?\s*>", re.IGNORECASE)  # same rule as lib.data's strip_html
-
-
-def strip_html_breaks(text: str) -> str:
-    """``<br />`` tags become line breaks, as the training job does with ``strip_html``."""
-    return _BR_RE.sub("\n", text) if "<" in text else text
 
 
 def clean_texts(values: Iterable[Any], strip_html: bool = False) -> tuple[list[str], int]:

@@ -459,23 +459,56 @@ def run_job(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> dict
                                           else pred.predictions, dtype=np.float64), order)
         exp = np.exp(logits - logits.max(axis=1, keepdims=True))
         probs = exp / exp.sum(axis=1, keepdims=True)
-        write_predictions(run_dir, eval_ds, probs)
-        export_model(trainer, tokenizer, config, run_dir, loaded.info, final)
+        calibration = fit_calibration(logits, eval_ds["label"])
+        write_predictions(run_dir, eval_ds, probs, logits=logits,
+                          temperature=calibration["temperature"] if calibration else None)
+        if calibration:
+            rundir.atomic_write_json(run_dir / rundir.CALIBRATION, calibration)
+            print(f"[lab] calibration: temperature {calibration['temperature']:.3f} fitted on the eval split, "
+                  f"ECE {calibration['ece_before']:.4f} -> {calibration['ece_after']:.4f}", flush=True)
+        export_model(trainer, tokenizer, config, run_dir, loaded.info, final, calibration=calibration)
         rundir.update_status(run_dir, final_metrics=final, phase=None)
     return final
 
 
-def write_predictions(run_dir: Path, eval_ds, probs) -> None:
+def fit_calibration(logits, labels) -> dict | None:
+    """One temperature fitted on the eval split's logits (temperature scaling): what calibration.json
+    holds. The eval metrics stay those of the uncalibrated model; the temperature changes no predicted
+    label, only the confidence. None when there is nothing to fit on."""
+    from lib.errors import DataError
+    from lib.readers.calibration import calibration_report
+    try:
+        report = calibration_report(logits, [int(v) for v in labels])
+    except DataError as exc:
+        print(f"[lab] no calibration: {exc}", flush=True)
+        return None
+    return {**report, "fitted_on": "eval split",
+            "note": "Temperature scaling: probabilities are softmax(logits / temperature). Fitted on the eval "
+                    "split, so ece_after is measured on the reviews it was fitted on; the eval metrics are "
+                    "those of the uncalibrated model (the predicted labels are the same)."}
+
+
+def write_predictions(run_dir: Path, eval_ds, probs, *, logits=None, temperature: float | None = None) -> None:
+    """eval_predictions.jsonl: per review ``index, text, label, pred, probs`` (raw probabilities), and
+    with ``logits``: ``logits`` and ``probs_calibrated`` (softmax(logits / temperature))."""
+    from lib.readers.calibration import softmax
+    calibrated = softmax(logits, temperature) if logits is not None and temperature else None
     path = run_dir / rundir.PREDICTIONS
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         for i, (text, label, p) in enumerate(zip(eval_ds["text"], eval_ds["label"], probs)):
-            fh.write(rundir.dumps({"index": i, "text": text, "label": int(label), "pred": int(p.argmax()),
-                                   "probs": [round(float(x), 6) for x in p]}) + "\n")
+            row = {"index": i, "text": text, "label": int(label), "pred": int(p.argmax()),
+                   "probs": [round(float(x), 6) for x in p]}
+            if logits is not None:
+                row["logits"] = [round(float(x), 5) for x in logits[i]]
+            if calibrated is not None:
+                row["probs_calibrated"] = [round(float(x), 6) for x in calibrated[i]]
+            fh.write(rundir.dumps(row) + "\n")
     os.replace(tmp, path)
 
 
-def model_card(config: TrainConfig, info: dict, final: dict, baseline: dict | None) -> str:
+def model_card(config: TrainConfig, info: dict, final: dict, baseline: dict | None, *,
+               preprocessing: dict | None = None, calibration: dict | None = None) -> str:
     from lib.job.baseline import class_keys
     names = [str(n) for n in (info.get("label_names") or config.label_names)]
     what = ("A binary sentiment classifier" if len(names) == 2
@@ -514,19 +547,42 @@ def model_card(config: TrainConfig, info: dict, final: dict, baseline: dict | No
     lines += ["", "## Use", "", "```python", "from transformers import pipeline",
               "clf = pipeline(\"text-classification\", model=\"path/to/this/folder\")",
               "clf(\"A warm, funny and beautifully acted film.\")", "```", ""]
+    if calibration:
+        lines += ["## Calibration", "",
+                  f"- temperature {calibration['temperature']:.4f}, fitted on the eval split ({calibration['n']} "
+                  "reviews) after the final evaluation: calibrated probabilities are softmax(logits / temperature)",
+                  f"- expected calibration error {calibration['ece_before']:.4f} before, "
+                  f"{calibration['ece_after']:.4f} after; negative log-likelihood {calibration['nll_before']:.4f} "
+                  f"before, {calibration['nll_after']:.4f} after (on the same reviews)",
+                  "- the metrics above are those of the uncalibrated model: the temperature changes no label, "
+                  "only the confidence; `pipeline()` gives the uncalibrated probabilities, the lab's predictions "
+                  "use the calibrated ones unless told not to (`--no-calibration`)",
+                  f"- recorded in `{rundir.CALIBRATION}` beside the weights", ""]
+    if preprocessing:
+        from lib.sources.preprocessing import card_lines
+        lines += card_lines(preprocessing)
     return "\n".join(lines)
 
 
-def export_model(trainer, tokenizer, config: TrainConfig, run_dir: Path, info: dict, final: dict) -> Path:
-    """save_pretrained model + tokenizer + model card into model/, swapped in atomically."""
+def export_model(trainer, tokenizer, config: TrainConfig, run_dir: Path, info: dict, final: dict, *,
+                 calibration: dict | None = None) -> Path:
+    """save_pretrained model + tokenizer + model card into model/, swapped in atomically, with how text was
+    prepared for training (lab_preprocessing.json) and the fitted temperature (calibration.json)."""
+    from lib.sources.preprocessing import contract, write_preprocessing
     target = run_dir / rundir.MODEL
     tmp = run_dir / ".model.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
     trainer.save_model(str(tmp))
     tokenizer.save_pretrained(str(tmp))
-    (tmp / "README.md").write_text(model_card(config, info, final, rundir.read_json(run_dir / rundir.BASELINE)),
-                                   encoding="utf-8")
+    prep = contract(max_length=config.max_length, strip_html=config.strip_html,
+                    label_names=[str(n) for n in (info.get("label_names") or config.label_names)],
+                    truncation_side=getattr(tokenizer, "truncation_side", "right"), padding=config.padding)
+    write_preprocessing(tmp, prep)
+    if calibration:
+        rundir.atomic_write_json(tmp / rundir.CALIBRATION, calibration)
+    (tmp / "README.md").write_text(model_card(config, info, final, rundir.read_json(run_dir / rundir.BASELINE),
+                                              preprocessing=prep, calibration=calibration), encoding="utf-8")
     for junk in ("training_args.bin",):
         (tmp / junk).unlink(missing_ok=True)
     for f in tmp.iterdir():  # transformers writes some files 0600: the team must be able to read them

@@ -4,6 +4,13 @@ A model can be a run's final export (``model/``), one of its checkpoints (``chec
 any folder written by ``save_pretrained``, or the bundled MiniLM before fine-tuning (its classifier
 head is untrained: useful only for contrast).
 
+Text is prepared as in training: a run's export records how (``lab_preprocessing.json``: ``<br />``
+cleaning, ``max_length``, truncation side; :mod:`lib.sources.preprocessing`), a run's checkpoint uses
+the run's ``config.json``, and the predictor applies that unless told otherwise. Probabilities are
+calibrated with the temperature the job fitted on the eval split (``calibration.json`` in ``model/``)
+unless ``calibrated=False``; the predicted label is the same either way. Folders without these files
+(older runs, the bundled base model) read the raw text at the model's own limit, uncalibrated.
+
 Safety: weights load from ``*.safetensors`` only (:func:`lib.sources.models.check_safe_folder` refuses pickle-only
 folders) and ``trust_remote_code`` stays off. Pickle files that sit in a checkpoint next to the
 weights (``optimizer.pt``, ``training_args.bin``, ``rng_state.pth``, a planted ``pytorch_model.bin``)
@@ -184,18 +191,34 @@ def inference_threads() -> int:
     return 1 if OTHER_LOAD.is_busy() else _DEFAULT_THREADS
 
 
+def read_calibration(folder: str | os.PathLike) -> dict | None:
+    """The temperature fitted for the model in ``folder`` (its ``calibration.json``), or None when the
+    folder has none or it is damaged (then probabilities stay uncalibrated)."""
+    data = rundir.read_json(Path(folder) / rundir.CALIBRATION)
+    if not isinstance(data, dict):
+        return None
+    t = data.get("temperature")
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 0 < t <= 100:
+        return None
+    return data
+
+
 class Predictor:
     """A loaded sentiment model. ``predict(texts)`` and ``explain(text)``; thread-safe."""
 
-    def __init__(self, source: str | os.PathLike, *, max_length: int | None = None, precision: str = "fp32"):
+    def __init__(self, source: str | os.PathLike, *, max_length: int | None = None, precision: str = "fp32",
+                 calibrated: bool = True):
         import torch
 
         from lib.sources.models import load_model, load_tokenizer
+        from lib.sources.preprocessing import preprocessing_for
         if precision not in PRECISIONS:
             raise ModelError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
         self.source = str(source)
         self.precision = precision
         self._lock = threading.Lock()
+        self.preprocessing: dict | None = None     # how text was prepared for training (None: raw text)
+        self.calibration: dict | None = None       # calibration.json of the model folder, when there is one
         try:
             if self.source == BASE_MODEL:
                 torch.manual_seed(0)  # the untrained head is random: make it the same every time
@@ -207,6 +230,8 @@ class Predictor:
                 self.model = load_model(str(folder), None)
                 self.tokenizer = load_tokenizer(str(folder))
                 self.description = str(folder)
+                self.preprocessing = preprocessing_for(folder)
+                self.calibration = read_calibration(folder)
         except LabError as exc:
             if self.source != BASE_MODEL and not Path(self.source).exists():
                 raise ModelError(_missing_message(Path(self.source))) from None
@@ -232,14 +257,29 @@ class Predictor:
             limits.append(tmax)
         if max_length:
             limits.append(int(max_length))
+        elif self.preprocessing:
+            limits.append(int(self.preprocessing["max_length"]))
         self.max_length = max(8, min(limits))
+        self.strip_html = bool(self.preprocessing and self.preprocessing.get("strip_html"))
+        if self.preprocessing:
+            self.tokenizer.truncation_side = self.preprocessing.get("truncation_side", "right")
+        self.truncation_side = getattr(self.tokenizer, "truncation_side", "right")
+        self.temperature = float(self.calibration["temperature"]) if calibrated and self.calibration else 1.0
+        self.calibrated = self.temperature != 1.0
         import inspect
         self._accepts = set(inspect.signature(self.model.forward).parameters)
 
     # ------------------------------------------------------------------ helpers
+    def prepare(self, text: str) -> str:
+        """The text as the model was trained to read it (``<br />`` to line breaks when training did so)."""
+        from lib.sources.preprocessing import clean_text
+        return clean_text(text, self.strip_html)
+
     def _cut(self, text: str, max_tokens: int) -> tuple[str, bool]:
         cap = max_tokens * CHARS_PER_TOKEN_CAP
-        return (text[:cap], True) if len(text) > cap else (text, False)
+        if len(text) <= cap:
+            return text, False
+        return (text[-cap:], True) if self.truncation_side == "left" else (text[:cap], True)
 
     def _encode(self, texts: list[str], max_tokens: int) -> tuple[list[dict], list[bool]]:
         """Token ids per text (no padding) and whether each text was cut to fit ``max_tokens``."""
@@ -254,7 +294,12 @@ class Predictor:
             if not trunc:
                 if fast:
                     ends = [e for (s, e) in enc["offset_mapping"][i] if e > s]
-                    trunc = bool(ends) and bool(text[max(ends):].strip()) and len(item["input_ids"]) >= max_tokens
+                    if self.truncation_side == "left":
+                        starts = [s for (s, e) in enc["offset_mapping"][i] if e > s]
+                        rest = text[:min(starts)] if starts else ""
+                    else:
+                        rest = text[max(ends):] if ends else ""
+                    trunc = bool(ends) and bool(rest.strip()) and len(item["input_ids"]) >= max_tokens
                 else:
                     trunc = len(item["input_ids"]) >= max_tokens
             items.append(item)
@@ -268,7 +313,8 @@ class Predictor:
         torch.set_num_threads(inference_threads())
         with torch.inference_mode():
             logits = self.model(**inputs).logits.float().tolist()
-        return [_softmax(row) for row in logits]
+        t = self.temperature
+        return [_softmax([x / t for x in row]) for row in logits]
 
     # ------------------------------------------------------------------ predict
     def predict(self, texts: Iterable[str], batch_size: int = 16) -> list[dict]:
@@ -278,6 +324,7 @@ class Predictor:
         for t in texts:
             if not isinstance(t, str):
                 raise DataError(f"a review must be text, got {type(t).__name__}")
+        texts = [self.prepare(t) for t in texts]
         results: list[dict | None] = [None] * len(texts)
         todo = [i for i, t in enumerate(texts) if t.strip()]
         for i, t in enumerate(texts):
@@ -324,9 +371,12 @@ class Predictor:
         first ``max_tokens`` tokens are explained.
 
         Returns ``{label, label_id, confidence, scores, spans: [{start, end, text, score, pieces, unit}],
-        words_per_unit, analysed_chars, truncated, note, method}``; ``start``/``end`` are character
-        offsets in ``text``.
+        words_per_unit, analysed_chars, truncated, note, method, text}``; ``start``/``end`` are character
+        offsets in the returned ``text``: the review as the model read it (``<br />`` turned into line
+        breaks when training did so).
         """
+        check_text(text)
+        text = self.prepare(text)
         check_text(text)
         max_tokens = max(8, min(int(max_tokens), self.max_length))
         fast = getattr(self.tokenizer, "is_fast", False)
@@ -387,5 +437,5 @@ class Predictor:
         return {"label": self.label_names[pred], "label_id": pred, "confidence": base[pred],
                 "scores": {self.label_names[j]: base[j] for j in range(len(base))}, "spans": spans,
                 "words_per_unit": per_unit, "analysed_chars": analysed, "truncated": truncated, "note": note,
-                "method": "occlusion",
+                "method": "occlusion", "text": text,
                 "seconds": time.perf_counter() - t0}

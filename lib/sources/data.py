@@ -48,6 +48,7 @@ from lib.errors import DataError, HubUnavailableError
 from lib.sources import hub
 from lib.sources.labels import LabelScheme, _label_vocab, _map_parts, _norm_label, is_default_label_names
 from lib.sources.paths import source_kind, within_allowed_roots
+from lib.sources.preprocessing import clean_text
 from lib.sources.tables import (
     SUPPORTED_TEXT,
     _checked_path,
@@ -72,9 +73,6 @@ SPLITS = ("train", "test")
 
 
 FEATURES = datasets.Features({"text": datasets.Value("string"), "label": datasets.Value("int64")})
-
-
-_BR_RE = re.compile(r"<\s*br\s*/?\s*>", re.IGNORECASE)
 
 
 _HUB_HASH_RE = re.compile(r"[0-9a-f]{40}")
@@ -410,7 +408,7 @@ def _clean(part: _Part, strip_html: bool) -> tuple[_Part, dict]:
     for i, raw in enumerate(part.texts):
         text = "" if _is_missing(raw) else (raw if isinstance(raw, str) else str(raw))
         if strip_html and "<" in text:
-            new = _BR_RE.sub("\n", text)
+            new = clean_text(text, strip_html)
             html += new != text
             text = new
         if not text.strip():

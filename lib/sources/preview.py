@@ -17,9 +17,10 @@ from typing import Any
 
 from lib.config import TrainConfig
 from lib.errors import DataError, LabError
-from lib.sources.data import _BR_RE, demo_reviews, load_data
+from lib.sources.data import demo_reviews, load_data
 from lib.sources.labels import map_labels
 from lib.sources.paths import check_local_path
+from lib.sources.preprocessing import clean_text
 from lib.sources.tables import read_table
 from lib.store.uploads import save_upload
 
@@ -94,8 +95,7 @@ def _clean(values: list, labels: list | None, strip_html: bool) -> tuple[list[st
     kept_labels: list[int] = []
     for i, value in enumerate(values):
         text = "" if _missing(value) else (value if isinstance(value, str) else str(value))
-        if strip_html and "<" in text:
-            text = _BR_RE.sub("\n", text)
+        text = clean_text(text, strip_html)
         if not text.strip():
             continue
         texts.append(text)

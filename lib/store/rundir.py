@@ -46,6 +46,7 @@ BASELINE = "baseline.json"
 CHECKPOINTS = "checkpoints"
 MODEL = "model"
 PREDICTIONS = "eval_predictions.jsonl"
+CALIBRATION = "calibration.json"  # the temperature fitted on the eval split (run directory and model/)
 UPLOADS = "_uploads"  # uploaded data files live in <runs_dir>/_uploads/<server-made name>
 
 LOCK_FILE = ".registry.lock"  # flock target that serialises registry changes to one run

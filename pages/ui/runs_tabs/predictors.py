@@ -8,12 +8,14 @@ from lib.registry.reconcile import RunView
 from lib.serving import predictor
 
 INT8_KEY = "try_int8"   # the "Fast CPU mode" toggle
+CALIBRATED_KEY = "try_calibrated"   # the "Calibrated probabilities" checkbox
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the model…")
-def load_predictor(location: str, mtime: int, max_length: int | None, precision: str) -> predictor.Predictor:
-    """One loaded model per (folder, weights mtime, max length, precision)."""
-    model = predictor.Predictor(location, max_length=max_length, precision=precision)
+def load_predictor(location: str, mtime: int, max_length: int | None, precision: str,
+                   calibrated: bool = True) -> predictor.Predictor:
+    """One loaded model per (folder, weights mtime, max length, precision, calibration)."""
+    model = predictor.Predictor(location, max_length=max_length, precision=precision, calibrated=calibrated)
     print(f"[lab] loaded model for predictions: {model.description}", flush=True)
     return model
 
@@ -23,10 +25,15 @@ def precision() -> str:
     return "int8" if st.session_state.get(INT8_KEY, predictor.default_precision() == "int8") else "fp32"
 
 
+def calibrated() -> bool:
+    """Whether predictions use the calibrated probabilities (the checkbox; on unless unticked)."""
+    return bool(st.session_state.get(CALIBRATED_KEY, True))
+
+
 def get_predictor(run: RunView, choice: predictor.ModelChoice) -> predictor.Predictor:
     """The loaded model for ``choice`` (ModelError when its folder has gone): the run's max_length applies
-    to its own models, not to the base model."""
+    to its own models, not to the base model; text is prepared as the model records it was for training."""
     location, mtime = predictor.model_signature(choice.path)
     max_length = run.config.get("max_length") if choice.kind != "base" else None
     max_length = max_length if isinstance(max_length, int) and not isinstance(max_length, bool) else None
-    return load_predictor(location, mtime, max_length, precision())
+    return load_predictor(location, mtime, max_length, precision(), calibrated())

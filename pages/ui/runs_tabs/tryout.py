@@ -17,7 +17,7 @@ from lib.errors import LabError
 from lib.registry.reconcile import RunView
 from lib.serving import examples, explain, predictor
 from pages.ui.runs_tabs import TabContext, batch
-from pages.ui.runs_tabs.predictors import INT8_KEY, get_predictor
+from pages.ui.runs_tabs.predictors import CALIBRATED_KEY, INT8_KEY, get_predictor
 from pages.ui.text import plain, show_lab_error
 
 MAX_CHARS = 20_000   # about 4,000 words: far more than a model's 512 tokens read
@@ -29,6 +29,11 @@ def render(run: RunView, ctx: TabContext) -> None:
               help="On: the encoder's weights run as 8-bit integers (dynamic quantization): about twice as fast "
                    "on a CPU and the same answer for ~99% of reviews. Off: full precision, exactly the numbers "
                    "the training job evaluated with. Applies to the tryout and the batch mode.")
+    st.checkbox("Calibrated probabilities", value=True, key=CALIBRATED_KEY,
+                help="On: confidences are softened (or sharpened) by the temperature the training job fitted on "
+                     "the evaluation set, so that 90% confidence means right about 9 times in 10. The label is "
+                     "the same either way. Models without a fitted temperature (checkpoints, older runs, the base "
+                     "model) always show their raw probabilities.")
     st.caption("Examples:")
     ex_cols = st.columns(len(examples.EXAMPLES))
     for i, (name, example) in enumerate(examples.EXAMPLES.items()):
@@ -77,7 +82,7 @@ def classify(run: RunView, choice: predictor.ModelChoice, text: str, wants_expla
         with st.spinner("Explaining…"):
             explanation = model.explain(text)
     return {"result": result, "explanation": explanation, "text": text, "labels": model.label_names,
-            "precision": model.precision}
+            "precision": model.precision, "calibrated": model.calibrated, "temperature": model.temperature}
 
 
 def render_result(res: dict) -> None:
@@ -86,6 +91,8 @@ def render_result(res: dict) -> None:
     c1.metric("Prediction", plain(result["label"]))
     c2.metric("Confidence", f"{result['confidence']:.1%}")
     c3.metric("Latency", f"{result['latency_ms']:.0f} ms", help=predictor.PRECISIONS[res.get("precision", "fp32")])
+    if res.get("calibrated"):
+        st.caption(f"Calibrated confidence (temperature {res['temperature']:.2f}, fitted on the evaluation set).")
     if result.get("note"):
         st.info(plain(result["note"]), icon=":material/content_cut:")
     probs = pd.DataFrame({"label": list(result["scores"]), "probability": list(result["scores"].values())})
@@ -97,7 +104,7 @@ def render_result(res: dict) -> None:
         else:
             towards = f"green supports {plain(result['label'])}, red speaks against it"
         st.markdown(f"**Why** (occlusion: hide each word and see how much the prediction drops; {towards})")
-        st.html(explain.highlight_html(text, expl, names))
+        st.html(explain.highlight_html(expl.get("text", text), expl, names))
         if expl.get("note"):
             st.caption(plain(expl["note"]))
         top = sorted(expl["spans"], key=lambda s: -abs(s["score"]))[:15]
