@@ -1,7 +1,8 @@
-"""The run registry's command line: launch, list, show, cancel, resume and delete runs.
+"""The run registry's command line: launch, list, show, cancel, resume and delete runs, and diff two.
 
-``python -m lib.runs {launch,list,show,cancel,resume,delete} --runs-dir DIR ...`` (run it with
-``--help``). The work is done by :mod:`lib.registry`.
+``python -m lib.runs {launch,list,show,cancel,resume,delete,diff} --runs-dir DIR ...`` (run it with
+``--help``). The work is done by :mod:`lib.registry`; ``diff RUN_A RUN_B`` (reviews run B fixed and broke
+on the same eval split) by :mod:`lib.readers.diff`.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 from pathlib import Path
 
 from lib.config import PRESETS, TrainConfig, preset
-from lib.errors import LabError
+from lib.errors import LabError, RunError
 from lib.registry.control import CANCEL_GRACE_S, cancel, delete
 from lib.registry.launching import _user, launch, resume
 from lib.registry.reconcile import RunView, list_runs, view
@@ -76,7 +77,42 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("run_id")
     sp = add("delete", "delete a run that is not queued or running")
     sp.add_argument("run_id")
+    sp = add("diff", "which eval reviews run B fixed (wrong in A, right in B) and broke (the reverse)")
+    sp.add_argument("run_a", metavar="RUN_A")
+    sp.add_argument("run_b", metavar="RUN_B")
+    sp.add_argument("--json", action="store_true", help="print JSON: counts and every fixed, broken and both-wrong "
+                    "review")
+    sp.add_argument("--limit", type=int, default=None, metavar="N",
+                    help="list at most N reviews of each kind (the counts stay complete; default: 10 in text, "
+                         "all with --json)")
     return p
+
+
+def _print_diff(d: dict, limit: int) -> None:
+    names = d.get("label_names") or []
+
+    def name(i: int) -> str:
+        return names[i] if 0 <= i < len(names) else str(i)
+
+    c = d["counts"]
+    print(f"A {d['run_a']}: accuracy {d['accuracy_a']:.4f}   B {d['run_b']}: accuracy {d['accuracy_b']:.4f}   "
+          f"on the same {d['n']:,} eval reviews")
+    print(f"fixed {c['fixed']}  broken {c['broken']}  both wrong {c['both_wrong']}  both right {c['both_right']}  "
+          f"predictions changed {c['changed']}")
+    for kind, title in (("fixed", "fixed (wrong in A, right in B)"), ("broken", "broken (right in A, wrong in B)")):
+        rows = d[kind][:limit]
+        if not rows:
+            continue
+        print(f"\n{title}:")
+        for r in rows:
+            text = " ".join(r["text"].split())
+            text = text[:100] + ("…" if len(text) > 100 else "")
+            conf_a = f" {r['confidence_a']:.2f}" if r["confidence_a"] is not None else ""
+            conf_b = f" {r['confidence_b']:.2f}" if r["confidence_b"] is not None else ""
+            print(f"  #{r['index']} true {name(r['label'])}: A {name(r['pred_a'])}{conf_a}, "
+                  f"B {name(r['pred_b'])}{conf_b}  {text}")
+        if c[kind] > len(rows):
+            print(f"  … {c[kind] - len(rows)} more (--limit N, or --json for all)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,6 +160,16 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = resume(rundir.resolve_run_dir(runs_dir, args.run_id), launched_by=f"cli:{_user()}")
             print(f"resumed run {run_dir.name}", file=sys.stderr)
             print(run_dir.name)
+        elif args.command == "diff":
+            from lib.readers.diff import diff_runs
+            if args.limit is not None and args.limit < 0:
+                raise RunError(f"--limit must be 0 or more, got {args.limit}")
+            run_a, run_b = (rundir.resolve_run_dir(runs_dir, r) for r in (args.run_a, args.run_b))
+            result = diff_runs(run_a, run_b, limit=args.limit if args.json else None)
+            if args.json:
+                print(rundir.dumps(result, indent=2))
+            else:
+                _print_diff(result, 10 if args.limit is None else args.limit)
         elif args.command == "delete":
             delete(rundir.resolve_run_dir(runs_dir, args.run_id))
             print(f"deleted run {args.run_id}")

@@ -11,7 +11,9 @@ recorded one, the same split fingerprint.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from lib.errors import RunError
@@ -132,3 +134,25 @@ def diff_predictions(rows_a: Iterable[dict] | Any, rows_b: Iterable[dict] | Any,
             "accuracy_a": (counts["both_right"] + counts["broken"]) / n,
             "accuracy_b": (counts["both_right"] + counts["fixed"]) / n,
             "counts": {**counts, "changed": changed}, **lists}
+
+
+def diff_runs(run_a: str | os.PathLike, run_b: str | os.PathLike, *, limit: int | None = None) -> dict:
+    """:func:`diff_predictions` of two run directories' ``eval_predictions.jsonl``, with the runs' ids
+    (``run_a``, ``run_b``) and class names (run B's). RunError when a run has no predictions yet or the
+    two were evaluated on different splits."""
+    from lib.readers.predictions import run_label_names
+    from lib.store import rundir
+    a, b = Path(run_a), Path(run_b)
+    rows = []
+    for which, d in (("A", a), ("B", b)):
+        path = d / rundir.PREDICTIONS
+        if not path.is_file():
+            raise RunError(f"run {which} ({d.name}) has no eval predictions yet: it must finish its final "
+                           "evaluation before runs can be compared review by review")
+        rows.append(rundir.read_jsonl(path))
+    names_a, names_b = run_label_names(a), run_label_names(b)
+    if names_a != names_b:
+        raise RunError(f"the two runs have different classes ({', '.join(names_a)} vs {', '.join(names_b)}), so "
+                       "their predictions cannot be compared review by review")
+    out = diff_predictions(rows[0], rows[1], label_names=names_b, limit=limit)
+    return {"run_a": a.name, "run_b": b.name, **out}
