@@ -500,7 +500,7 @@ def write_predictions(run_dir: Path, eval_ds, probs, *, logits=None, temperature
             row = {"index": i, "text": text, "label": int(label), "pred": int(p.argmax()),
                    "probs": [round(float(x), 6) for x in p]}
             if logits is not None:
-                row["logits"] = [round(float(x), 5) for x in logits[i]]
+                row["logits"] = [round(float(x), 7) for x in logits[i]]
             if calibrated is not None:
                 row["probs_calibrated"] = [round(float(x), 6) for x in calibrated[i]]
             fh.write(rundir.dumps(row) + "\n")

@@ -3,7 +3,8 @@ confusion matrix (N x N), per-class scores, filtered rows, confident mistakes (o
 reliability (calibration) bins of the top label's probability.
 
 Each line of ``eval_predictions.jsonl`` is ``{index, text, label, pred, probs}`` with one probability per
-class in ``probs`` (two for a sentiment run, as before)."""
+class in ``probs`` (two for a sentiment run, as before); runs that fitted a temperature also store
+``logits`` and ``probs_calibrated`` (the probabilities after temperature scaling, same label)."""
 from __future__ import annotations
 
 import os
@@ -28,14 +29,17 @@ def _predictions_frame(rows: list[dict]):
         if any(num(p) is None for p in probs):
             continue
         text = r.get("text") if isinstance(r.get("text"), str) else ""
-        clean.append((int(r.get("index", len(clean))), text, label, pred, [float(p) for p in probs]))
+        cal = r.get("probs_calibrated")
+        cal = ([float(p) for p in cal] if isinstance(cal, list) and len(cal) == len(probs)
+               and all(num(p) is not None for p in cal) else None)
+        clean.append((int(r.get("index", len(clean))), text, label, pred, [float(p) for p in probs], cal))
     if clean:  # one run has one number of classes: rows with another count are damaged
         widths = [len(c[4]) for c in clean]
         n = max(set(widths), key=widths.count)
         clean = [c for c in clean if len(c[4]) == n and 0 <= c[2] < n and 0 <= c[3] < n]
     if not clean:
         return pd.DataFrame(columns=["index", "text", "label", "pred", "confidence", "p_true", "p_pos",
-                                     "correct", "words", "chars", "probs"])
+                                     "correct", "words", "chars", "probs", "confidence_calibrated"])
     probs = np.array([c[4] for c in clean], dtype=float)
     labels = np.array([c[2] for c in clean])
     preds = np.array([c[3] for c in clean])
@@ -47,13 +51,18 @@ def _predictions_frame(rows: list[dict]):
         "p_pos": probs[:, 1] if probs.shape[1] == 2 else np.full(len(clean), np.nan), "correct": labels == preds,
         "words": [len(t.split()) for t in texts], "chars": [len(t) for t in texts],
         "probs": [c[4] for c in clean]})
+    if all(c[5] is not None for c in clean):
+        df["confidence_calibrated"] = np.array([c[5] for c in clean], dtype=float)[idx, preds]
+    else:
+        df["confidence_calibrated"] = np.nan
     return df
 
 
 def predictions_frame(run_dir: str | os.PathLike):
     """The eval predictions as a DataFrame: index, text, label, pred, confidence (probability of the
     predicted label), p_true, p_pos (probability of label 1; empty with more than two classes), correct,
-    words, chars, probs (every class's probability). Empty when the run has none yet."""
+    words, chars, probs (every class's probability), confidence_calibrated (the predicted label's
+    probability after temperature scaling; empty for runs without one). Empty when the run has none yet."""
     return jsonl.derived(Path(run_dir) / rundir.PREDICTIONS, "frame", _predictions_frame, big=True)
 
 
@@ -137,14 +146,33 @@ def run_label_names(run_dir: str | os.PathLike, fallback: list[str] | None = Non
     return list(fallback or ["NEGATIVE", "POSITIVE"])
 
 
-def reliability(df, n_bins: int = 10, n_labels: int = 2) -> tuple[list[dict], float | None]:
+def has_calibrated(df) -> bool:
+    """Whether the predictions carry calibrated probabilities (the run fitted a temperature)."""
+    return bool(len(df)) and "confidence_calibrated" in df and bool(df["confidence_calibrated"].notna().all())
+
+
+def read_calibration(run_dir: str | os.PathLike) -> dict | None:
+    """The run's calibration.json (temperature, ece_before, ece_after, nll_before, nll_after, n), or None."""
+    data = rundir.read_json(Path(run_dir) / rundir.CALIBRATION)
+    return data if isinstance(data, dict) and num(data.get("temperature")) is not None else None
+
+
+def cell_reviews(df, true_label: int, pred_label: int):
+    """The reviews in one confusion-matrix cell (true class, predicted class), most confident first."""
+    rows = df[(df["label"] == true_label) & (df["pred"] == pred_label)] if len(df) else df
+    return rows.sort_values("confidence", ascending=False, kind="stable")
+
+
+def reliability(df, n_bins: int = 10, n_labels: int = 2, *,
+                calibrated: bool = False) -> tuple[list[dict], float | None]:
     """Reliability diagram bins over the confidence range [1/n_labels, 1] and the expected
-    calibration error (ECE = sum over bins of share × |accuracy − confidence|)."""
-    if not len(df):
+    calibration error (ECE = sum over bins of share × |accuracy − confidence|); with ``calibrated`` of
+    the probabilities after temperature scaling (None, [] when the run has none)."""
+    if not len(df) or (calibrated and not has_calibrated(df)):
         return [], None
     lo_all = 1.0 / n_labels
     width = (1.0 - lo_all) / n_bins
-    conf = df["confidence"].tolist()
+    conf = df["confidence_calibrated" if calibrated else "confidence"].tolist()
     corr = df["correct"].tolist()
     sums = [[0, 0.0, 0] for _ in range(n_bins)]  # count, confidence sum, correct count
     for c, ok in zip(conf, corr):

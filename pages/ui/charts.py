@@ -167,7 +167,8 @@ def confusion_figure(counts: list[list[int]], names: list[str]) -> go.Figure:
     return fig
 
 
-def reliability_figure(bins: list[dict], ece: float | None, n_labels: int) -> go.Figure:
+def reliability_figure(bins: list[dict], ece: float | None, n_labels: int,
+                       title: str = "Reliability diagram") -> go.Figure:
     """Accuracy per confidence bin against the diagonal of perfect calibration."""
     filled = [b for b in bins if b["count"]]
     fig = go.Figure()
@@ -178,7 +179,7 @@ def reliability_figure(bins: list[dict], ece: float | None, n_labels: int) -> go
     lo = 1.0 / max(1, n_labels)
     fig.add_trace(go.Scatter(x=[lo, 1], y=[lo, 1], mode="lines", name="perfect calibration",
                              line=dict(dash="dash", color="gray")))
-    fig.update_layout(title=f"Reliability diagram (ECE {fmt(ece, 3)})", height=320, margin=_MARGIN)
+    fig.update_layout(title=f"{title} (ECE {fmt(ece, 3)})", height=320, margin=_MARGIN)
     fig.update_xaxes(title="confidence", range=[lo, 1])
     fig.update_yaxes(title="accuracy", range=[0, 1])
     return fig

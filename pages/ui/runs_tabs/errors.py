@@ -1,6 +1,6 @@
-"""Error analysis tab: where the model goes wrong on the evaluation set (an N x N confusion matrix,
-scores per class, calibration of the top label, its most confident mistakes overall and per class, and
-every prediction to browse)."""
+"""Error analysis tab: where the model goes wrong on the evaluation set (an N x N confusion matrix whose
+cells list their reviews, scores per class, calibration of the top label before and after temperature
+scaling, its most confident mistakes overall and per class, and every prediction to browse)."""
 from __future__ import annotations
 
 import pandas as pd
@@ -28,16 +28,10 @@ def render(run: RunView, ctx: TabContext) -> None:
 
     wrong = int((~df["correct"]).sum())
     st.caption(f"{len(df):,} evaluation reviews, {wrong:,} wrong ({wrong / len(df):.1%}).")
-    left, right = st.columns(2)
     counts = predictions.confusion_matrix(df, len(names))
-    bins, ece = predictions.reliability(df, n_bins=10, n_labels=len(names))
-    with left:
-        charts.show(charts.confusion_figure(counts, [name_of(i) for i in range(len(counts))]), "err_confusion")
-    with right:
-        charts.show(charts.reliability_figure(bins, ece, len(names)), "err_reliability")
-    st.metric("Expected calibration error", charts.fmt(ece, 3),
-              help="Average gap between confidence (the probability of the predicted label) and accuracy, "
-                   "weighted by how many reviews fall in each confidence bin. 0 = perfectly calibrated.")
+    charts.show(charts.confusion_figure(counts, [name_of(i) for i in range(len(counts))]), "err_confusion")
+    render_cell(df, counts, name_of)
+    render_calibration(run, df, len(names))
     if len(names) > 2:
         st.markdown("**Per class**")
         st.dataframe(pd.DataFrame([{"class": name_of(p["id"]), "reviews": p["support"], "predicted": p["predicted"],
@@ -46,10 +40,7 @@ def render(run: RunView, ctx: TabContext) -> None:
                      hide_index=True, key="err_per_class")
 
     def table(frame: pd.DataFrame) -> pd.DataFrame:
-        return pd.DataFrame({"#": frame["index"], "review": frame["text"],
-                             "true": [name_of(i) for i in frame["label"]],
-                             "predicted": [name_of(i) for i in frame["pred"]],
-                             "confidence": frame["confidence"].round(4), "words": frame["words"]})
+        return review_table(frame, name_of)
 
     st.markdown("**Most confidently wrong**")
     worst = predictions.confidently_wrong(df, 10)
@@ -81,3 +72,64 @@ def render(run: RunView, ctx: TabContext) -> None:
         min_words=words[0], max_words=words[1], only_wrong=only_wrong)
     st.caption(f"{len(picked):,} reviews match.")
     st.dataframe(table(picked.head(BROWSE_ROWS)), hide_index=True, key="err_browse")
+
+
+ECE_HELP = ("Average gap between confidence (the probability of the predicted label) and accuracy, weighted by "
+            "how many reviews fall in each confidence bin. 0 = perfectly calibrated.")
+
+
+def review_table(frame: pd.DataFrame, name_of) -> pd.DataFrame:
+    return pd.DataFrame({"#": frame["index"], "review": frame["text"],
+                         "true": [name_of(i) for i in frame["label"]],
+                         "predicted": [name_of(i) for i in frame["pred"]],
+                         "confidence": frame["confidence"].round(4), "words": frame["words"]})
+
+
+def render_cell(df: pd.DataFrame, counts: list[list[int]], name_of) -> None:
+    """A confusion-matrix cell picker: the reviews of the picked (true, predicted) cell."""
+    cells = [None] + [(t, p) for t in range(len(counts)) for p in range(len(counts))]
+
+    def cell_name(cell) -> str:
+        if cell is None:
+            return "pick a cell of the matrix"
+        t, p = cell
+        return f"true {name_of(t)} → predicted {name_of(p)} ({counts[t][p]:,} reviews)"
+
+    cell = st.selectbox("Reviews in a confusion-matrix cell", cells, format_func=cell_name, key="err_cell")
+    if cell is not None:
+        rows = predictions.cell_reviews(df, *cell)
+        if rows.empty:
+            st.caption("No reviews in this cell.")
+        else:
+            st.caption(f"{len(rows):,} reviews, most confident first"
+                       + (f"; the first {BROWSE_ROWS:,} are shown." if len(rows) > BROWSE_ROWS else "."))
+            st.dataframe(review_table(rows.head(BROWSE_ROWS), name_of), hide_index=True, key="err_cell_rows")
+
+
+def render_calibration(run: RunView, df: pd.DataFrame, n_labels: int) -> None:
+    """Reliability before temperature scaling and, when the run fitted a temperature, after it."""
+    bins, ece = predictions.reliability(df, n_bins=10, n_labels=n_labels)
+    cal = predictions.read_calibration(run.path)
+    after_bins, after_ece = predictions.reliability(df, n_bins=10, n_labels=n_labels, calibrated=True)
+    left, right = st.columns(2)
+    with left:
+        charts.show(charts.reliability_figure(bins, ece, n_labels, title="Before calibration (raw)"),
+                    "err_reliability")
+        st.metric("ECE before calibration" if after_bins else "Expected calibration error", charts.fmt(ece, 3),
+                  help=ECE_HELP)
+    with right:
+        if after_bins:
+            charts.show(charts.reliability_figure(after_bins, after_ece, n_labels,
+                                                  title="After temperature scaling"), "err_reliability_after")
+            st.metric("ECE after calibration", charts.fmt(after_ece, 3),
+                      delta=None if ece is None or after_ece is None else f"{after_ece - ece:+.3f}",
+                      delta_color="inverse", help=ECE_HELP)
+        else:
+            st.info("This run has no fitted temperature (runs trained before calibration was added): only the "
+                    "raw probabilities are shown.")
+    if cal and after_bins:
+        st.caption(f"Temperature {cal['temperature']:.3f}, fitted on these {int(cal.get('n') or len(df)):,} "
+                   "evaluation reviews after training (so the 'after' diagram is measured on the reviews it was "
+                   "fitted on). The labels and the metrics above are the same before and after: only the "
+                   "confidence changes. Predictions in the Try it tab use the calibrated probabilities unless "
+                   "the checkbox is off.")
