@@ -476,7 +476,7 @@ def fit_calibration(logits, labels) -> dict | None:
     holds. The eval metrics stay those of the uncalibrated model; the temperature changes no predicted
     label, only the confidence. None when there is nothing to fit on."""
     from lib.errors import DataError
-    from lib.readers.calibration import calibration_report
+    from lib.util.calibration import calibration_report
     try:
         report = calibration_report(logits, [int(v) for v in labels])
     except DataError as exc:
@@ -491,7 +491,7 @@ def fit_calibration(logits, labels) -> dict | None:
 def write_predictions(run_dir: Path, eval_ds, probs, *, logits=None, temperature: float | None = None) -> None:
     """eval_predictions.jsonl: per review ``index, text, label, pred, probs`` (raw probabilities), and
     with ``logits``: ``logits`` and ``probs_calibrated`` (softmax(logits / temperature))."""
-    from lib.readers.calibration import softmax
+    from lib.util.calibration import softmax
     calibrated = softmax(logits, temperature) if logits is not None and temperature else None
     path = run_dir / rundir.PREDICTIONS
     tmp = path.with_suffix(".tmp")
