@@ -154,6 +154,7 @@ def markdown(s: dict) -> str:
     per = [[p["class"], p["model_f1"], p["tfidf_f1"], p["model_recall"], p["tfidf_recall"]] for p in s["per_class"]]
     made_of = ("IMDb" if s["data_kind"] == "imdb" else "the built-in demo reviews")
     other = (s.get("contention") or {}).get("other_cores")
+    own = (s.get("contention") or {}).get("own_cores")
     return "\n".join([
         "## Three classes: fine-tuned transformer vs TF-IDF at equal data",
         "",
@@ -174,8 +175,11 @@ def markdown(s: dict) -> str:
         common.md_table(["class", "F1 (model)", "F1 (TF-IDF)", "recall (model)", "recall (TF-IDF)"], per),
         "",
         f"The whole job took {s['job_wall_s']:.0f} s (training {s['train_runtime_s']} s; the baseline "
-        f"{s['tfidf_seconds']} s)." + (f" Other processes kept {other:.2f} cores busy on average meanwhile."
-                                        if isinstance(other, (int, float)) else ""),
+        f"{s['tfidf_seconds']} s)." + (f" Other processes kept {other:.2f} cores busy on average meanwhile and "
+                                        f"the job got {own:.2f} of the {s['environment']['cpu_count']} cores, so "
+                                        "its work amounts to about "
+                                        f"{s['job_wall_s'] * own / s['environment']['cpu_count'] / 60:.0f} minutes on idle cores (estimated from the CPU time it got)."
+                                        if isinstance(other, (int, float)) and own else ""),
     ])
 
 

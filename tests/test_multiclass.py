@@ -483,3 +483,38 @@ def test_a_cached_hub_dataset_with_three_named_classes_keeps_the_hub_order(tmp_p
     assert loaded.info["label_names"] == ["positive", "neutral", "negative"]   # the Hub's ids, not re-sorted
     assert [x for x in loaded.dataset["train"]["label"]] == [y for _, y in train]
     assert loaded.info["class_counts"]["test"] == {"0": 3, "1": 3, "2": 3}
+
+
+# ------------------------------------------------------------------------------------------------ benchmark
+def test_bench_three_class_set_is_built_as_documented():
+    from bench.multiclass import ending
+    from bench.multiclass import three_class_rows as bench_rows
+    assert ending("One. Two words here. Three is the last one!", 8) == "Two words here. Three is the last one!"
+    assert ending("One. Two words here. Three is the last one!", 6) == "Three is the last one!"
+    assert ending("a " * 50 + "end.", 5) == "a a a a end."
+    neg = [f"Bad film number {i}. Awful ending {i}." for i in range(12)]
+    pos = [f"Good film number {i}. Great ending {i}." for i in range(12)]
+    rows = bench_rows(neg + pos, [0] * 12 + [1] * 12, per_class=4, words=3, seed=0)
+    assert sorted(label for _, label in rows) == ["mixed"] * 4 + ["negative"] * 4 + ["positive"] * 4
+    for text, label in rows:
+        kinds = {"Awful": "neg", "Great": "pos"}
+        found = [kinds[w] for w in text.split() if w in kinds]
+        expected = {"negative": ["neg", "neg"], "positive": ["pos", "pos"], "mixed": ["neg", "pos"]}[label]
+        assert sorted(found) == expected
+    endings = [t for text, _ in rows for t in text.split(". ")]
+    assert len(set(endings)) == len(endings)          # every review is used once
+
+
+def test_bench_multiclass_runs_end_to_end_on_the_tiny_model(tmp_path):
+    md = tmp_path / "BENCH.md"
+    proc = subprocess.run([sys.executable, "-m", "bench.multiclass", "--data", "demo", "--model", "tiny-bert",
+                           "--train-per-class", "10", "--eval-per-class", "5", "--epochs", "1",
+                           "--out-dir", str(tmp_path / "out"), "--md", str(md)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert 0 <= result["model_macro_f1"] <= 1 and 0 <= result["tfidf_macro_f1"] <= 1
+    saved = json.loads((tmp_path / "out" / "multiclass.json").read_text())
+    assert saved["label_names"] == ["negative", "mixed", "positive"] and saved["eval_size"] == 15
+    text = md.read_text()
+    assert "<!-- bench:multiclass -->" in text and "| mixed |" in text and "macro-F1" in text
