@@ -16,7 +16,6 @@ from lib.registry import backend as backends
 from lib.registry.control import CANCEL_GRACE_S, cancel, delete
 from lib.registry.launching import _user, launch, resume
 from lib.registry.reconcile import RunView, list_runs, view
-from lib.registry.slurm import shared_dir_warning
 from lib.store import rundir
 from lib.util.fmt import format_duration, format_time
 
@@ -94,10 +93,9 @@ def main(argv: list[str] | None = None) -> int:
             config = TrainConfig.load(args.config) if args.config else preset(args.preset or "demo")
             config = config.with_overrides(args.overrides)
             owner = args.owner if args.owner is not None else (config.owner or _user())
-            if backends.is_slurm():
-                warning = shared_dir_warning(runs_dir)
-                if warning:
-                    print(f"warning: {warning}", file=sys.stderr)
+            warning = backends.startup_warning(runs_dir) if backends.is_slurm() else None
+            if warning:
+                print(f"warning: {warning}", file=sys.stderr)
             run_dir = launch(config, runs_dir, owner=owner, launched_by=f"cli:{_user()}")
             print(f"launched run {run_dir.name} in {runs_dir} (log: {run_dir / rundir.LOG})", file=sys.stderr)
             print(run_dir.name)

@@ -145,6 +145,19 @@ def test_slurm_not_answering_changes_nothing(tmp_path, monkeypatch):
     assert run_dir.is_dir()
 
 
+def test_a_node_local_runs_folder_is_warned_about(tmp_path, monkeypatch):
+    """The check at start-up: a runs folder on this machine's own disk, with other nodes in the cluster."""
+    monkeypatch.setattr(slurm, "_cluster_nodes", lambda: ["gpu-node-1", "gpu-node-2"])
+    monkeypatch.setattr(slurm, "_mount_of", lambda path: ("/", "ext4"))
+    warning = backend.startup_warning(tmp_path / "a")
+    assert "looks local to this machine" in warning and "LAB_RUNS_DIR" in warning and str(tmp_path) in warning
+    monkeypatch.setattr(slurm, "_mount_of", lambda path: ("/shared", "nfs4"))
+    assert slurm.shared_dir_warning(tmp_path / "b") is None
+    assert backend.startup_warning(tmp_path / "c") is None
+    monkeypatch.setenv("LAB_BACKEND", "local")
+    assert backend.startup_warning(tmp_path / "d") is None
+
+
 # ---------------------------------------------------------------------------------------------------
 # The cluster
 

@@ -49,3 +49,21 @@ def describe(environ=None) -> str:
     where = f"partition {conf['partition']}" if conf["partition"] else "the cluster's default partition"
     account = f", account {conf['account']}" if conf["account"] else ""
     return f"Runs go to Slurm ({where}{account})"
+
+
+_WARNED: dict[str, str | None] = {}
+
+
+def startup_warning(runs_dir) -> str | None:
+    """Under Slurm, a warning when the runs folder looks local to this machine (computed once per folder
+    and process, for the app's start and ``lib.runs launch``); None otherwise."""
+    try:
+        if not is_slurm():
+            return None
+    except RunError as exc:
+        return str(exc)
+    key = str(runs_dir)
+    if key not in _WARNED:
+        from lib.registry import slurm
+        _WARNED[key] = slurm.shared_dir_warning(runs_dir)
+    return _WARNED[key]

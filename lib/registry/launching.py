@@ -3,6 +3,11 @@
 The job runs as ``python -m lib.train --run-dir DIR``: an argv list (never a shell), in its own
 session and process group, stdin closed, stdout and stderr appended to the run's ``stdout.log``.
 A daemon thread per job reaps it, so no zombie is left and its exit status is known.
+
+With ``LAB_BACKEND=slurm`` (see :mod:`lib.registry.backend`) the run is submitted with ``sbatch`` instead
+(:mod:`lib.registry.slurm`): run.json records the backend, the sbatch command and then the job id; Slurm
+queues the job and starts it on its nodes, and no local process or reaper thread is involved. A run is
+always resumed with the backend it was created with.
 """
 from __future__ import annotations
 
