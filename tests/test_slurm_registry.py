@@ -145,6 +145,21 @@ def test_slurm_not_answering_changes_nothing(tmp_path, monkeypatch):
     assert run_dir.is_dir()
 
 
+def test_a_long_wait_in_slurms_queue_is_not_a_stall(tmp_path):
+    """Slurm's answer (as squeue gives it, parsed by the client) for a job queued for an hour."""
+    run_dir = launching.create_run(tmp_path, tiny(owner="alice"))
+    hour_ago = time.time() - 3600
+    rundir.atomic_write_json(run_dir / rundir.RUN, {"backend": "slurm", "slurm_job_id": "77",
+                                                    "launch_started_at": hour_ago})
+    rundir.update_status(run_dir, slurm_job_id="77", created_at=hour_ago, queued_at=hour_ago, enqueued_at=hour_ago)
+    info = slurm._describe("77", "PENDING", "Resources", None, None, "", "main", "squeue")
+    info["queue_position"] = 3
+    status = reconcile._reconcile(run_dir, rundir.read_status(run_dir), slurm_answer=({"77": info}, None))
+    row = reconcile.view(run_dir, status)
+    assert (row.state, row.display_state, row.stalled, row.queue_position) == ("queued", "queued", False, 3)
+    assert row.slurm_state == "PENDING" and row.slurm_reason == "waiting for free CPUs, GPUs or memory"
+
+
 def test_a_node_local_runs_folder_is_warned_about(tmp_path, monkeypatch):
     """The check at start-up: a runs folder on this machine's own disk, with other nodes in the cluster."""
     monkeypatch.setattr(slurm, "_cluster_nodes", lambda: ["gpu-node-1", "gpu-node-2"])
@@ -287,6 +302,10 @@ def test_delete_waits_until_slurm_no_longer_runs_the_job(runs, timed_run):
         with pytest.raises(RunError, match=f"Slurm still runs job {job_id}"):
             control.delete(timed_run)
         assert timed_run.is_dir()
+        rundir.update_status(timed_run, state="failed")
+        with pytest.raises(RunError, match=f"Slurm still runs job {job_id}"):
+            launching.resume(timed_run)              # no second job while the first still runs
+        assert rundir.read_run_info(timed_run)["slurm_job_id"] == job_id
     finally:
         rundir.update_status(timed_run, state="running")
 
@@ -304,6 +323,14 @@ def test_cancel_ends_every_process_and_leaves_nothing_in_squeue(runs):
     assert row.state == "cancelled" and row.error["type"] == "Cancelled"
     # stays cancelled when read again (the lab asked for it: Slurm's CANCELLED is not a failure here)
     assert [r.state for r in reconcile.list_runs(runs) if r.run_id == run_dir.name] == ["cancelled"]
+
+    launching.resume(run_dir)        # a new job for the same run directory
+    info = rundir.read_run_info(run_dir)
+    assert info["slurm_job_id"] != job_id and info["history"][-1]["slurm_job_id"] == job_id
+    assert "--resume" in info["sbatch_argv"]
+    assert _wait(lambda: _view(run_dir).state == "running" and _processes_of(run_dir), 90)
+    assert control.cancel(run_dir)["state"] == "cancelled" and not _in_squeue(info["slurm_job_id"])
+    assert _wait(lambda: not _processes_of(run_dir), 20), _processes_of(run_dir)
     control.delete(run_dir)          # Slurm no longer runs the job: the run may go
     assert not run_dir.exists()
 

@@ -174,6 +174,8 @@ def _reconcile(run_dir: Path, status: dict, *, now: float | None = None, stall_a
             if beat is not None:
                 derived["heartbeat_age_s"] = max(0.0, now - beat)
                 derived["stalled"] = live in ("alive", "elsewhere") and now - beat > stall_after
+                if on_slurm and (state != "running" or derived.get("slurm_state") not in (None, "RUNNING")):
+                    derived["stalled"] = False   # waiting in Slurm's queue is not a stall
     if state == "queued" and on_slurm:
         status["queue_position"] = slurm_queue_position
     elif state == "queued":
