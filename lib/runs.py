@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{'backend':>10}: {row.backend}")
                 if row.backend == backends.SLURM:
                     print(f"{'job':>10}: {row.slurm_job_id or '- (not submitted yet)'}")
-                    print(f"{'slurm':>10}: {row.slurm_state or '-'}")
+                    print(f"{'slurm':>10}: {row.slurm_state or ('-' if row.active else 'the job has ended')}")
                     if row.slurm_reason:
                         print(f"{'reason':>10}: {row.slurm_reason}")
                     print(f"{'nodes':>10}: {row.nodes or '-'}")

@@ -349,7 +349,7 @@ def test_a_job_killed_in_slurm_reconciles_to_failed_with_the_reason(runs):
     assert _wait(lambda: not _processes_of(run_dir), 20)
 
 
-def test_runs_of_two_users_keep_their_owners(runs, monkeypatch):
+def test_runs_of_two_users_keep_their_owners(runs, capsys):
     policy = access.Policy()
     made = {who: launching.launch(tiny(run_name=f"{who}'s run"), runs, owner=who, launched_by="app",
                                   actor=access.Actor(who, "open"), policy=policy) for who in ("alice", "bob")}
@@ -360,6 +360,16 @@ def test_runs_of_two_users_keep_their_owners(runs, monkeypatch):
         assert rows[run_dir.name].slurm_job_id == rundir.read_run_info(run_dir)["slurm_job_id"]
     jobs = subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True, timeout=20).stdout.split()
     assert {d.name for d in made.values()} <= set(jobs)           # the run id is the job name
+    from lib import runs as cli
+    assert cli.main(["--runs-dir", str(runs), "list"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["ID", "JOB", "STATE"]
+    for who, run_dir in made.items():
+        line = next(line for line in table if line.startswith(run_dir.name))
+        assert line.split()[1] == rundir.read_run_info(run_dir)["slurm_job_id"] and who in line.split()
+    assert cli.main(["--runs-dir", str(runs), "show", made["bob"].name]) == 0
+    shown = capsys.readouterr().out
+    assert "backend: slurm" in shown and f"job: {rundir.read_run_info(made['bob'])['slurm_job_id']}" in shown
     with pytest.raises(access.PermissionDenied):
         control.cancel(made["alice"], actor=access.Actor("bob", "open"),
                        policy=access.Policy(sign_in=True))
