@@ -136,9 +136,12 @@ def _reconcile(run_dir: Path, status: dict, *, now: float | None = None, stall_a
         if on_slurm:
             status, live, extra = _slurm_liveness(run_dir, status, run, now, locked=locked, write=write,
                                                   slurm_answer=slurm_answer)
-            if live == "relock":
-                return _reconcile(run_dir, status, now=now, stall_after=stall_after, locked=True,
-                                  slurm_answer=slurm_answer)
+            if live == "relock":   # the job has ended: write that under the run's lock
+                with rundir.run_lock(run_dir, timeout=1.0, give_up=True) as held:
+                    if held:
+                        return _reconcile(run_dir, status, now=now, stall_after=stall_after, locked=True,
+                                          slurm_answer=slurm_answer)
+                live = "changing"  # someone else is changing this run right now: leave it to them
             slurm_queue_position = extra.pop("queue_position", None)
             derived.update(extra)
         else:
@@ -248,9 +251,9 @@ def _write_slurm_end(run_dir: Path, job_id: str | None, state: str, message: str
         error = {"type": "SlurmJobEnded", "message": message, "slurm_job_id": job_id,
                  "hint": "Resume the run to continue from its newest complete checkpoint. The end of its log "
                          "(below) may say more.", "log_tail": tail}
+    # (no slurm_end_checked: should the job still record "cancelled" on its way out, the next read looks again)
     return rundir.update_status(run_dir, state=state, finished_at=now, error=error, queue_position=None,
-                                slurm_end_checked=True, reconciled_at=now, reconciled_by=socket.gethostname(),
-                                **extra)
+                                reconciled_at=now, reconciled_by=socket.gethostname(), **extra)
 
 
 def _slurm_liveness(run_dir: Path, status: dict, run: dict, now: float, *, locked: bool, write: bool,
@@ -258,8 +261,9 @@ def _slurm_liveness(run_dir: Path, status: dict, run: dict, now: float, *, locke
     """For a queued or running run on Slurm: (status, liveness, derived keys).
 
     Liveness is ``alive`` (Slurm queues or runs the job), ``starting`` (being submitted), ``elsewhere``
-    (Slurm did not answer: the files are shown as they are), ``changing`` (someone holds the run's lock),
-    ``relock`` (the job ended: call again holding the lock) or ``ended`` (the end was written, or is shown).
+    (Slurm did not answer: the files are shown as they are),
+    ``relock`` (the job ended: call again holding the run's lock) or ``ended`` (the end was written, or is
+    shown).
     """
     from lib.registry import slurm
     job_id = run.get("slurm_job_id") or status.get("slurm_job_id")
@@ -285,10 +289,7 @@ def _slurm_liveness(run_dir: Path, status: dict, run: dict, now: float, *, locke
         shown = {**status, "state": state, "error": {"type": "SlurmJobEnded", "message": message}, **keys}
         return shown, "ended", {k: v for k, v in keys.items() if k.startswith("slurm_")}
     if not locked:
-        with rundir.run_lock(run_dir, timeout=1.0, give_up=True) as held:
-            if held:
-                return status, "relock", extra
-        return status, "changing", extra
+        return status, "relock", extra
     fresh = rundir.read_status(run_dir)
     fresh_job = rundir.read_run_info(run_dir).get("slurm_job_id") or fresh.get("slurm_job_id")
     if fresh.get("state") not in rundir.ACTIVE_STATES or fresh_job != job_id:
