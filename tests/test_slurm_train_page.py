@@ -77,6 +77,11 @@ def test_multi_node_is_offered_without_any_endpoint(runs_dir):
     assert has(at, "number_input", "tr_num_nodes")
     assert not has(at, "number_input", "tr_node_rank") and not has(at, "selectbox", "tr_rdzv_endpoint")
     assert "num nodes asks Slurm for that many machines" in captions(at)
+    at.number_input(key="tr_num_nodes").set_value(2).run()
+    assert not at.exception and not [e.value for e in at.error]
+    (command,) = [c.value for c in at.code if c.value.startswith("sbatch ")]
+    assert "--nodes=2" in command and "--partition=main" in command and "'--job-name=<new-run-id>'" in command
+    assert "scripts/slurm-job.sh" in command and "rdzv" not in command
 
 
 def test_local_backend_has_no_slurm_column(runs_dir, monkeypatch):

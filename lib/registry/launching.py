@@ -53,6 +53,21 @@ def job_command(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool
     return job_argv(config, Path(run_dir), resume=resume)
 
 
+def preview_command(config: TrainConfig, runs_dir: str | os.PathLike) -> tuple[str, list[str]]:
+    """What a launch of ``config`` will run, for the Train page: ``("local", job argv)`` or, under Slurm,
+    ``("slurm", the sbatch command)``, with ``<new-run-id>`` where the run's id will go."""
+    placeholder = "<new-run-id>"
+    if not backends.is_slurm():
+        return backends.LOCAL, job_command(config, Path("<runs-dir>") / placeholder)
+    from lib.registry import slurm
+    sample = rundir.new_run_id()
+    device = config.device if config.device in ("cpu", "cuda") else "auto"
+    argv = slurm.run_sbatch_argv(Path(runs_dir).expanduser().resolve() / sample, num_nodes=config.num_nodes,
+                                 num_processes=config.num_processes, device=device,
+                                 python=(os.environ.get("LAB_SLURM_PYTHON") or "").strip() or None)
+    return backends.SLURM, [a.replace(sample, placeholder) for a in argv]
+
+
 def create_run(runs_dir: str | os.PathLike, config: TrainConfig, *, owner: str | None = None) -> Path:
     """A new run directory with ``config.json`` and a ``queued`` status, ready to launch."""
     if not isinstance(config, TrainConfig):
