@@ -311,9 +311,14 @@ def test_delete_waits_until_slurm_no_longer_runs_the_job(runs, timed_run):
 
 
 def test_cancel_ends_every_process_and_leaves_nothing_in_squeue(runs):
-    run_dir = launching.launch(tiny(run_name="to cancel", num_train_epochs=200.0), runs, owner="alice")
+    """A run of two processes (torchrun started by the batch script): scancel ends the agent and both ranks."""
+    run_dir = launching.launch(tiny(run_name="to cancel", num_train_epochs=200.0, num_processes=2), runs,
+                               owner="alice")
     job_id = rundir.read_run_info(run_dir)["slurm_job_id"]
-    assert _wait(lambda: _view(run_dir).state == "running" and _processes_of(run_dir), 90)
+    assert "--cpus-per-task=2" in rundir.read_run_info(run_dir)["sbatch_argv"]
+    # torchrun's agent and its two ranks, training
+    assert _wait(lambda: _view(run_dir).step >= 1 and len(_processes_of(run_dir)) >= 3, 150), \
+        (_view(run_dir), _processes_of(run_dir), (run_dir / rundir.LOG).read_text()[-1500:])
     status = control.cancel(run_dir, by="test")
     assert status["state"] == "cancelled" and status["cancel_requested_at"]
     assert not _in_squeue(job_id)
@@ -347,6 +352,20 @@ def test_a_job_killed_in_slurm_reconciles_to_failed_with_the_reason(runs):
     assert row.error["message"] == "Slurm cancelled the job (scancel)" and row.slurm_state == "CANCELLED"
     assert row.error["slurm_job_id"] == job_id
     assert _wait(lambda: not _processes_of(run_dir), 20)
+
+
+def test_a_job_slurm_refuses_ends_the_run_failed_with_slurms_message(runs, monkeypatch):
+    """A partition the cluster does not have: sbatch refuses, and the run says why."""
+    monkeypatch.setenv("LAB_SLURM_PARTITION", "nosuchpartition")
+    with pytest.raises(RunError, match="Slurm refused the job") as refused:
+        launching.launch(tiny(run_name="refused"), runs, owner="alice")
+    (run_dir,) = [d for d in rundir.iter_run_dirs(runs) if rundir.read_config(d).get("run_name") == "refused"]
+    row = _view(run_dir)
+    assert row.state == "failed" and row.error["type"] == "SlurmRefused"
+    assert row.error["message"] == str(refused.value) and "partition" in row.error["message"].lower()
+    assert "--partition=nosuchpartition" in rundir.read_run_info(run_dir)["sbatch_argv"]
+    assert row.slurm_job_id is None
+    control.delete(run_dir)
 
 
 def test_runs_of_two_users_keep_their_owners(runs, capsys):
