@@ -10,7 +10,6 @@ to Slurm, ``num_nodes`` is offered and the other two never are (Slurm's node lis
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import MutableMapping
 
 import streamlit as st
@@ -28,12 +27,11 @@ MULTI_NODE = ("num_nodes", "node_rank", "rdzv_endpoint")
 NOT_IN_FORM = ("owner",)                      # filled in by the app, never typed
 BOOL_WORDS = {True: "on", False: "off", "auto": "auto"}
 TEXT_MAX_CHARS = 500                          # TrainConfig refuses longer text values
-_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
 def is_optional(name: str) -> bool:
-    """Whether a field may be left empty: TrainConfig declares it as ``X | None``."""
-    return "None" in str(_FIELDS[name].type)
+    """Whether a field may be left empty (TrainConfig's own rule)."""
+    return bool(field_info(name)["optional"])
 
 
 def offered(name: str, policy: Policy) -> bool:
