@@ -246,6 +246,15 @@ def _node_cpus() -> tuple[int, int]:
     return idle, total
 
 
+def _pending_ahead_of(job_id: str) -> int:
+    """Pending jobs Slurm ranks before ``job_id`` (squeue's own sort: priority, then submission)."""
+    partition = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%P"], capture_output=True, text=True,
+                               timeout=20).stdout.strip()
+    out = subprocess.run(["squeue", "-h", "-t", "PENDING", "-p", partition, "-S", "-p,V,i", "-o", "%i"],
+                         capture_output=True, text=True, timeout=20).stdout.split()
+    return out.index(job_id) if job_id in out else -1
+
+
 def _names(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
@@ -263,10 +272,15 @@ def test_runs_queue_in_slurm_and_finish_like_local_runs(runs, timed_run, monkeyp
     waiting = _wait(lambda: (v := _view(second)).state == "queued" and v.slurm_state == "PENDING" and
                     _view(first).slurm_state == "RUNNING" and v, 60)
     assert waiting, (_view(first), _view(second))
-    assert waiting.queue_position == 1 and waiting.slurm_reason.startswith("waiting")
+    queue = subprocess.run(["squeue", "-h", "-o", "%i %T %r %P %Q %V"], capture_output=True, text=True,
+                           timeout=20).stdout
+    ahead = _pending_ahead_of(job2)   # other people's jobs may wait in the partition too
+    assert waiting.queue_position == ahead + 1, queue
+    assert waiting.slurm_reason.startswith("waiting"), (waiting.slurm_reason, queue)
     assert waiting.backend == "slurm" and waiting.slurm_job_id == job2
     shown = {r.run_id: r for r in reconcile.list_runs(runs)}
-    assert shown[second.name].queue_position == 1 and shown[first.name].queue_position is None
+    assert shown[second.name].queue_position == _pending_ahead_of(job2) + 1, queue
+    assert shown[first.name].queue_position is None
 
     # the same config on the local backend, while the Slurm runs train
     monkeypatch.setenv("LAB_BACKEND", "local")
