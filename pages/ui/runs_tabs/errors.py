@@ -29,7 +29,7 @@ def render(run: RunView, ctx: TabContext) -> None:
     wrong = int((~df["correct"]).sum())
     st.caption(f"{len(df):,} evaluation reviews, {wrong:,} wrong ({wrong / len(df):.1%}).")
     counts = predictions.confusion_matrix(df, len(names))
-    charts.show(charts.confusion_figure(counts, [name_of(i) for i in range(len(counts))]), "err_confusion")
+    confusion_chart(counts, [name_of(i) for i in range(len(counts))])
     render_cell(df, counts, name_of)
     render_calibration(run, df, len(names))
     if len(names) > 2:
@@ -83,6 +83,24 @@ def review_table(frame: pd.DataFrame, name_of) -> pd.DataFrame:
                          "true": [name_of(i) for i in frame["label"]],
                          "predicted": [name_of(i) for i in frame["pred"]],
                          "confidence": frame["confidence"].round(4), "words": frame["words"]})
+
+
+def confusion_chart(counts: list[list[int]], names: list[str]) -> None:
+    """The confusion matrix; clicking a cell picks it in the cell menu below (which lists its reviews)."""
+    fig = charts.confusion_figure(counts, names)
+    event = st.plotly_chart(fig, key="err_confusion", on_select="rerun", selection_mode="points",
+                            config={"displaylogo": False})
+    try:
+        points = list(event["selection"]["points"])
+    except (KeyError, TypeError):
+        points = []
+    xs, ys = list(fig.data[0].x), list(fig.data[0].y)
+    clicked = None
+    if points and points[-1].get("x") in xs and points[-1].get("y") in ys:
+        clicked = (ys.index(points[-1]["y"]), xs.index(points[-1]["x"]))
+    if clicked is not None and clicked != st.session_state.get("_err_cell_clicked"):
+        st.session_state["err_cell"] = clicked  # the menu below has not been drawn yet in this run
+    st.session_state["_err_cell_clicked"] = clicked
 
 
 def render_cell(df: pd.DataFrame, counts: list[list[int]], name_of) -> None:
