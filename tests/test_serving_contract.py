@@ -259,3 +259,20 @@ def test_error_analysis_cell_and_both_reliability_diagrams(two_runs, run):
             assert sorted(tables[0]["#"].tolist()) == expected
         else:
             assert len(tables) == without_cell and "No reviews in this cell." in [c.value for c in at.caption]
+
+
+def test_tryout_calibration_checkbox(two_runs, run, monkeypatch):
+    monkeypatch.setenv("LAB_PREDICT_PRECISION", "fp32")
+    at = _page(run.name, "Try it")
+    assert not at.exception and at.checkbox(key="try_calibrated").value is True
+    shown_conf = {}
+    for calibrated in (True, False):
+        at.checkbox(key="try_calibrated").set_value(calibrated)
+        at.text_area(key="try_text").set_value(REVIEW)
+        at.checkbox(key="try_explain").set_value(False)
+        at.button(key="FormSubmitter:try_form-Classify").click().run()
+        assert not at.exception
+        shown_conf[calibrated] = next(m.value for m in at.metric if m.label == "Confidence")
+        expected = Predictor(run / rundir.MODEL, calibrated=calibrated).predict_one(REVIEW)
+        assert shown_conf[calibrated] == f"{expected['confidence']:.1%}"
+        assert any("Calibrated confidence" in c.value for c in at.caption) is calibrated
