@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lib.config import run_label
+from lib.registry.notes import read_notes
 from lib.store import jsonl, rundir, slots
 from lib.util.fmt import num
 
@@ -227,6 +228,8 @@ class RunView:
     final_metrics: dict
     status: dict = field(repr=False)
     config: dict = field(repr=False)
+    note: str = ""                 # notes.json (lib.registry.notes): user text, shown as text
+    tags: tuple[str, ...] = ()
 
     @property
     def active(self) -> bool:
@@ -240,6 +243,7 @@ class RunView:
         """A JSON-ready dict (``python -m lib.runs show --json``)."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["path"] = str(self.path)
+        out["tags"] = list(self.tags)
         return out
 
 
@@ -268,6 +272,7 @@ def view(run_dir: str | os.PathLike, status: dict | None = None, *, now: float |
     if best is None:
         best = num(final.get("eval_accuracy"))
     position = status.get("queue_position")
+    notes = read_notes(run_dir)
     return RunView(
         run_id=run_dir.name, path=run_dir, label=run_label(config, run_dir.name),
         owner=str(config.get("owner") or status.get("owner") or ""), state=state,
@@ -278,7 +283,7 @@ def view(run_dir: str | os.PathLike, status: dict | None = None, *, now: float |
         finished_at=finished, duration_s=duration, best_eval_accuracy=best,
         queue_position=position if isinstance(position, int) else None,
         error=status.get("error") if isinstance(status.get("error"), dict) else None,
-        final_metrics=final, status=status, config=config)
+        final_metrics=final, status=status, config=config, note=notes["note"], tags=tuple(notes["tags"]))
 
 
 def list_runs(runs_dir: str | os.PathLike | None = None, *, now: float | None = None) -> list[RunView]:
