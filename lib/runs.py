@@ -45,6 +45,8 @@ def _row_json(row: RunView) -> dict:
     out = row.to_json()
     out.pop("status", None)
     out.pop("config", None)
+    out["sweep_id"] = row.config.get("sweep_id") or None
+    out["sweep_point"] = row.config.get("sweep_point") or None
     return out
 
 

@@ -252,8 +252,14 @@ def dry_run(config: TrainConfig, work: Path, budget_s: float) -> dict:
     trainer.lab_train_lengths = (list(tokenized["train"].with_format(None)["length"]) if config.group_by_length
                                  else None)
     trainer.lab_shuffle_groups = config.shuffle_length_groups
-    t_train = time.monotonic()
+    from lib.util.contention import machine_busy_seconds
+    busy0, own0, t_train = machine_busy_seconds(), time.process_time(), time.monotonic()
     trainer.train()
+    other_cores = max(0.0, ((machine_busy_seconds() - busy0) - (time.process_time() - own0))
+                      / max(1e-6, time.monotonic() - t_train))
+    if other_cores >= 0.5:
+        notes.append(f"other programs kept about {other_cores:.1f} CPU core(s) busy during the dry run: the run's "
+                     "real speed depends on how busy the machine is then")
     steps = [b - a for a, b in zip([t_train, *times], times)]
     measured = steps[1:] if len(steps) > 1 else steps  # the first step also starts the data loader
     if len(steps) <= 1:
@@ -289,7 +295,7 @@ def dry_run(config: TrainConfig, work: Path, budget_s: float) -> dict:
         "train_s": round(train_s, 3), "eval_passes": passes, "eval_s": round(eval_s, 3),
         "eta_s": round(setup_s + tokenize_s + train_s + eval_s, 3), "peak_rss_mb": round(_peak_rss_mb(), 1),
         "peak_gpu_mb": None, "gpu_free_mb": round(gpu_free, 1) if gpu_free is not None else None,
-        "dry_run_s": round(time.monotonic() - t0, 3), "notes": notes,
+        "dry_run_s": round(time.monotonic() - t0, 3), "other_load_cores": round(other_cores, 2), "notes": notes,
     }
     if device == "cuda":
         import torch

@@ -185,7 +185,8 @@ def launch_sweep(plan: SweepPlan, runs_dir: str | os.PathLike | None = None, *, 
 
 def sweep_runs(runs: list, sweep_id: str) -> list:
     """The runs (RunView rows) of one sweep, in launch order."""
-    return sorted((r for r in runs if str(r.config.get("sweep_id") or "") == sweep_id), key=lambda r: r.run_id)
+    return sorted((r for r in runs if str(r.config.get("sweep_id") or "") == sweep_id),
+                  key=lambda r: (r.created_at or 0.0, r.run_id))
 
 
 def sweep_ids(runs: list) -> list[str]:
