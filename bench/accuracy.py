@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         seeds = [int(x) for x in args.seeds.split(",") if x.strip()] or [args.seed]
     except ValueError:
-        raise SystemExit(f"error: --seeds must be whole numbers separated by commas, got {args.seeds!r}")
+        raise SystemExit(f"error: --seeds must be whole numbers separated by commas, got {args.seeds!r}") from None
     choice = common.choose_data(args.data)
     out_dir = Path(args.out_dir) / "accuracy"
     out_dir.mkdir(parents=True, exist_ok=True)

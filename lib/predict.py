@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             done = sum(1 for v in result["predicted_label"] if v)
             print(f"wrote {len(result)} rows ({done} predicted) to {args.out}", file=sys.stderr)
         else:
-            for text, r in zip(args.texts, predictor.predict(args.texts, batch_size=args.batch_size)):
+            for r in predictor.predict(args.texts, batch_size=args.batch_size):
                 row = {"label": r["label"], "scores": {k: round(v, 6) for k, v in r["scores"].items()}}
                 if r["truncated"]:
                     row["truncated"] = True

@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
                 for line in estimate.summary_lines(result):
                     print(line)
         elif args.command == "cancel":
-            status = cancel(rundir.resolve_run_dir(runs_dir, args.run_id), grace_s=max(0.0, args.grace), by=f"cli:{_user()}")
+            status = cancel(rundir.resolve_run_dir(runs_dir, args.run_id), grace_s=max(0.0, args.grace),
+                            by=f"cli:{_user()}")
             print(f"run {args.run_id}: {status.get('state')}")
         elif args.command == "resume":
             run_dir = resume(rundir.resolve_run_dir(runs_dir, args.run_id), launched_by=f"cli:{_user()}")

@@ -70,7 +70,8 @@ def test_narrow_student_takes_the_teachers_weights_where_shapes_match():
     same, full = narrow_student(teacher, 3, 384, None, None)
     assert full["copied"] == full["total"] and full["skipped"] == []
     for i, j in enumerate([1, 3, 5]):
-        assert torch.equal(same.bert.encoder.layer[i].output.dense.weight, teacher.bert.encoder.layer[j].output.dense.weight)
+        kept, source = same.bert.encoder.layer[i], teacher.bert.encoder.layer[j]
+        assert torch.equal(kept.output.dense.weight, source.output.dense.weight)
     assert torch.equal(same.bert.embeddings.word_embeddings.weight, teacher.bert.embeddings.word_embeddings.weight)
     with torch.inference_mode():
         x = torch.randint(1000, 2000, (2, 12))
@@ -133,7 +134,8 @@ def test_tiny_distillation_run_exports_a_smaller_working_model(tmp_path):
     assert report["teacher"]["layers"] == 2 and report["student"]["layers"] == 1
     assert report["student"]["parameters"] < report["teacher"]["parameters"]
     assert report["student"]["size_mb"] < report["teacher"]["size_mb"]
-    speed = teacher_student.speed_side_by_side(teacher_dir, run_dir, ["good film", "a dull and tedious mess"] * 4, rounds=1)
+    texts = ["good film", "a dull and tedious mess"] * 4
+    speed = teacher_student.speed_side_by_side(teacher_dir, run_dir, texts, rounds=1)
     assert speed["student"]["reviews_per_s"] > 0 and speed["teacher"]["latency_p50_ms"] > 0
     assert "throughput_ratio" in speed
     # A teacher that is not a finished run is refused with a clear message.
@@ -150,7 +152,8 @@ def test_narrow_student_run_from_a_saved_teacher_folder(tmp_path):
     tiny_bert(["NEGATIVE", "POSITIVE"]).save_pretrained(teacher_dir)
     load_tokenizer("tiny-bert").save_pretrained(teacher_dir)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "-m", "lib.train", "--preset", "distill", "--runs-dir", str(tmp_path / "runs"),
+    runs = str(tmp_path / "runs")
+    proc = subprocess.run([sys.executable, "-m", "lib.train", "--preset", "distill", "--runs-dir", runs,
                            "--set", f"teacher={teacher_dir}", "--set", "student_layers=1",
                            "--set", "student_hidden_size=16", "--set", "student_attention_heads=2",
                            "--set", "max_train_samples=32", "--set", "max_eval_samples=16",

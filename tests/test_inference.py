@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-from lib.errors import DataError, ModelError  # noqa: E402
+from lib.errors import DataError, ModelError
 from lib.readers import checkpoints, metrics, predictions, progress
 from lib.registry import reconcile
 from lib.serving import batch, explain
 from lib.serving import predictor as serving_predictor
 from lib.util import contention
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TEXTS = ["Great.", "A long, slow and careful film about two brothers and a farm that slowly wins you over " * 3,
          "Terrible acting, awful script.", "ok", "Not my thing at all, but the music is lovely and the cast tries."]
@@ -283,7 +283,8 @@ def test_one_torch_thread_while_other_processes_keep_every_core_busy(monkeypatch
     import torch
     load = contention.OtherLoad(interval=0.5)
     cores = load.cores
-    hogs = [subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 20\nwhile time.time() < end: pass"])
+    spin = "import time\nend = time.time() + 20\nwhile time.time() < end: pass"
+    hogs = [subprocess.Popen([sys.executable, "-c", spin])
             for _ in range(cores)]
     try:
         before = load._sample()

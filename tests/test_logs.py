@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
 from lib.readers import checkpoints, compare, metrics, predictions, progress
 from lib.registry import reconcile
 from lib.store import (
     jsonl,
-    rundir,  # noqa: E402
+    rundir,
 )
 from lib.util.fmt import format_duration
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -340,8 +340,10 @@ def test_error_analysis_numbers(tmp_path):
     assert predictions.confusion_matrix(df) == [[1, 1], [1, 2]]
     worst = predictions.confidently_wrong(df, 10)
     assert worst["text"].tolist() == ["a dull slog of a film", "not bad at all really"]
-    assert predictions.filter_predictions(df, true_label=1)["text"].tolist() == ["great fun", "not bad at all really", "lovely"]
-    assert predictions.filter_predictions(df, pred_label=0, only_wrong=True)["text"].tolist() == ["not bad at all really"]
+    positives = predictions.filter_predictions(df, true_label=1)["text"].tolist()
+    assert positives == ["great fun", "not bad at all really", "lovely"]
+    wrong_negatives = predictions.filter_predictions(df, pred_label=0, only_wrong=True)["text"].tolist()
+    assert wrong_negatives == ["not bad at all really"]
     assert predictions.filter_predictions(df, min_words=2, max_words=5)["text"].tolist() == [
         "great fun", "not bad at all really"]  # "a dull slog of a film" has 6 words
     bins, ece = predictions.reliability(df, n_bins=5)

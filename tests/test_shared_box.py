@@ -274,8 +274,9 @@ def test_hostile_files_get_a_message_not_a_traceback(tmp_path, case, monkeypatch
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and proc.stderr.startswith("error: ")
-    expected = {"long_name": "longer than 255", "loop": "symbolic link loop", "duplicate_columns": "more than one column",
-                "deep_json": "nested too deeply", "deep_jsonl": "nested too deeply"}[case]
+    expected = {"long_name": "longer than 255", "loop": "symbolic link loop",
+                "duplicate_columns": "more than one column", "deep_json": "nested too deeply",
+                "deep_jsonl": "nested too deeply"}[case]
     assert expected in proc.stderr
 
 

@@ -46,7 +46,8 @@ def preflight(config: TrainConfig, *, timeout: float = 4.0) -> dict[str, str]:
             try:
                 path = check_local_path(model, "model")
                 if not path.is_dir():
-                    errors["model"] = f"the model path {model!r} is not a folder; give a folder saved with save_pretrained"
+                    errors["model"] = (f"the model path {model!r} is not a folder; give a folder saved "
+                                       "with save_pretrained")
             except LabError as exc:
                 errors["model"] = str(exc)
         elif paths.looks_like_hub_id(model):

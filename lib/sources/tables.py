@@ -313,7 +313,8 @@ def _read_parquet(path: Path, max_rows: int | None) -> _Table:
     columns = [str(c) for c in table.column_names]
     repeated = sorted({c for c in columns if columns.count(c) > 1})
     if repeated:
-        raise DataError(f"The Parquet file {path.name} has more than one column named {', '.join(map(repr, repeated))}; "
+        names = ", ".join(map(repr, repeated))
+        raise DataError(f"The Parquet file {path.name} has more than one column named {names}; "
                         "give every column its own name and save it again.")
     if table.num_rows == 0:
         raise DataError(f"The Parquet file {path.name} has columns ({', '.join(columns)}) but no rows: it holds "

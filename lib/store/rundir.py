@@ -283,8 +283,8 @@ def run_lock(run_dir: Path, *, blocking: bool = True, timeout: float = 30.0,
     """Serialise registry changes to one run across processes and hosts (flock on a file in the run dir).
 
     Yields True when the lock is held; False when it could not be taken (read-only runs directory,
-    busy and not ``blocking``, or still busy after ``timeout`` with ``give_up``). The job never takes this lock: the registry only writes status
-    for a run whose process is gone.
+    busy and not ``blocking``, or still busy after ``timeout`` with ``give_up``). The job never takes this
+    lock: the registry only writes status for a run whose process is gone.
     """
     try:
         fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)

@@ -44,7 +44,7 @@ def device_limit(device: str) -> int:
         try:
             import torch
             gpus = max(1, torch.cuda.device_count())
-        except Exception:  # pragma: no cover - no torch / broken driver
+        except Exception:  # noqa: BLE001 - no torch / broken driver
             gpus = 1
         return _env_int("LAB_MAX_JOBS_PER_GPU", 1) * gpus
     return _env_int("LAB_MAX_JOBS_CPU", 1)
