@@ -153,6 +153,16 @@ def plan_sweep(base: TrainConfig, grid: list[tuple[str, list[Any]]], *, num_trai
     return SweepPlan(sweep_id=sweep_id, grid=grid, points=points, configs=configs, steps=steps)
 
 
+def plan_from_entries(base: TrainConfig, entries: list[tuple[str, str]], *,
+                      num_train_samples: int | None = None) -> SweepPlan:
+    """A plan from form entries: up to three ``(field, "v1, v2, ...")`` pairs (blank fields are skipped)."""
+    chosen = [(k, v) for k, v in entries if str(k or "").strip()]
+    if len(chosen) > 3:
+        raise ConfigError({"grid": "the form sweeps at most three fields (use python -m lib.runs sweep for more)"})
+    grid = [(k, grid_values(k, [x.strip() for x in str(v or "").split(",")])) for k, v in chosen]
+    return plan_sweep(base, grid, num_train_samples=num_train_samples)
+
+
 @dataclass
 class SweepResult:
     sweep_id: str
