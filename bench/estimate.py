@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _demo_fields() -> dict:
     from lib.config import PRESETS
-    return {k: v for k, v in PRESETS["demo"].items() if k not in ("run_name",)}
+    return {k: v for k, v in PRESETS["demo"].items() if k not in ("run_name", "dataset", "test_file")}
 
 
 def markdown(s: dict) -> str:

@@ -106,7 +106,9 @@ def estimate(config: TrainConfig, runs_dir: str | os.PathLike | None = None, *, 
     tmp = Path(tempfile.mkdtemp(prefix="lab-estimate-"))
     try:
         (tmp / "config.json").write_text(config.to_json(), encoding="utf-8")
-        argv = [sys.executable, "-m", "lib.registry.estimate", "--worker", str(tmp), "--budget", f"{budget_s:.1f}"]
+        # the budget counts from now: the dry run's own start-up (Python, torch, transformers) is part of it
+        argv = [sys.executable, "-m", "lib.registry.estimate", "--worker", str(tmp), "--budget", f"{budget_s:.1f}",
+                "--until", f"{time.time() + budget_s:.3f}"]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         try:
             proc = subprocess.run(argv, cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, capture_output=True, text=True,
@@ -181,10 +183,11 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
 
 
-def dry_run(config: TrainConfig, work: Path, budget_s: float) -> dict:
-    """Load, tokenize a sample, take a few real optimizer steps and a small evaluation; return the numbers."""
+def dry_run(config: TrainConfig, work: Path, budget_s: float, until: float | None = None) -> dict:
+    """Load, tokenize a sample, take a few real optimizer steps and a small evaluation; return the numbers.
+    ``until``: the wall-clock time (``time.time()``) by which to be done, else ``budget_s`` from now."""
     t0 = time.monotonic()
-    deadline = t0 + budget_s
+    deadline = t0 + (budget_s if until is None else max(1.0, until - time.time()))
     import datasets
     import numpy as np
     from transformers import DataCollatorWithPadding, TrainerCallback, TrainingArguments, set_seed
@@ -241,7 +244,7 @@ def dry_run(config: TrainConfig, work: Path, budget_s: float) -> dict:
     class Clock(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             times.append(time.monotonic())
-            if len(times) >= 3 and time.monotonic() > deadline - eval_reserve:
+            if len(times) >= 2 and time.monotonic() > deadline - eval_reserve:
                 control.should_training_stop = True
 
     LabTrainer = make_trainer_class()
@@ -304,10 +307,10 @@ def dry_run(config: TrainConfig, work: Path, budget_s: float) -> dict:
     return out
 
 
-def _worker(work: Path, budget_s: float) -> int:
+def _worker(work: Path, budget_s: float, until: float | None = None) -> int:
     try:
         config = TrainConfig.load(work / "config.json")
-        result = dry_run(config, work, budget_s)
+        result = dry_run(config, work, budget_s, until)
     except ConfigError as exc:
         result = {"error": {"type": "ConfigError", "message": str(exc), "errors": exc.errors}}
     except LabError as exc:
@@ -323,5 +326,6 @@ if __name__ == "__main__":
                                 "(started by lib.runs estimate; not meant to be run by hand)")
     p.add_argument("--worker", required=True)
     p.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S)
+    p.add_argument("--until", type=float, default=None)
     a = p.parse_args()
-    sys.exit(_worker(Path(a.worker), a.budget))
+    sys.exit(_worker(Path(a.worker), a.budget, a.until))
