@@ -397,11 +397,11 @@ def run_label(config: dict, fallback: str = "") -> str:
 
 
 def field_info(name: str) -> dict[str, Any]:
-    """Metadata (group, help, choices, min, max) and default of a field, for forms."""
+    """Metadata (group, help, choices, min, max), default and whether it may be left empty, for forms."""
     for f in fields(TrainConfig):
         if f.name == name:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore
-            return {"name": f.name, "type": _kind(f), "default": default, **f.metadata}
+            return {"name": f.name, "type": _kind(f), "default": default, "optional": _optional(f), **f.metadata}
     raise KeyError(name)
 
 

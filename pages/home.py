@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import streamlit as st
 
+from lib.registry import reconcile
 from lib.util import sysinfo
-from pages import common
+from pages.ui import run_table, session
+from pages.ui.access_notes import read_only_banner
 
 
 @st.cache_data(show_spinner=False)
@@ -13,6 +15,7 @@ def hardware() -> dict:
 
 
 st.title("BERT Sentiment Lab")
+read_only_banner(session.actor(), session.policy())
 st.markdown(
     "Fine-tune a BERT model to tell positive movie reviews from negative ones, watch it learn, and try it "
     "yourself. Everything works offline with the bundled MiniLM model and the built-in movie reviews; with "
@@ -37,16 +40,10 @@ st.divider()
 left, right = st.columns([1, 2])
 with left:
     st.subheader("This machine")
-    hw = hardware()
-    st.write(sysinfo.hardware_summary(hw))
+    st.write(sysinfo.hardware_summary(hardware()))
     versions = sysinfo.versions()
     st.caption(f"torch {versions['torch']} · transformers {versions['transformers']} · "
                f"datasets {versions['datasets']} · streamlit {versions['streamlit']}")
 with right:
     st.subheader("Latest runs")
-    rows = common.latest_runs(limit=5)
-    if not rows:
-        st.info("No runs yet. Start with the demo preset on the Train page: it takes a few minutes on a laptop CPU.")
-    else:
-        st.dataframe(rows, hide_index=True, key="home_latest_runs", column_config={
-            "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0)})
+    run_table.show_latest(reconcile.list_runs(session.runs_dir()), limit=5)

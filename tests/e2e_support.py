@@ -225,7 +225,8 @@ def full_page_screenshot(page, path: Path, max_height: int = 8000) -> None:
     page.set_viewport_size({"width": size["width"], "height": height})
     try:
         # a resize re-lays out charts and data grids: let the frontend finish before the shot
-        page.wait_for_function("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))")
+        page.wait_for_function(
+            "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))")
         wait_until_settled(page)
         page.screenshot(path=str(path), full_page=True, animations="disabled", caret="hide")
     finally:

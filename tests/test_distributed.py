@@ -59,6 +59,10 @@ def test_two_processes_take_half_the_optimizer_steps_with_the_same_run_directory
     steps2 = [r["step"] for r in rundir.read_jsonl(two / rundir.METRICS) if r["event"] == "log"]
     assert steps2 == list(range(1, 7))  # rank 0 alone writes metrics: no duplicated lines
     assert tree(one) == tree(two)
+    # the loss is a mean over reviews on every process: two processes must not report it doubled
+    loss1, loss2 = (next(r["eval_loss"] for r in rundir.read_jsonl(d / rundir.METRICS) if r["event"] == "eval")
+                    for d in (one, two))
+    assert loss2 == pytest.approx(loss1, rel=0.1)
     preds = rundir.read_jsonl(two / rundir.PREDICTIONS)
     assert [p["index"] for p in preds] == list(range(24))  # gathered back in dataset order
     log = (two / rundir.LOG).read_text()

@@ -250,7 +250,8 @@ def test_whole_flow_in_a_real_browser(server, tmp_path):
 
             # --- Home and Train again, now with the finished run in their tables --------------------
             _open_page(page, base, "", "BERT Sentiment Lab")
-            expect(page.locator('[data-testid="stDataFrame"] td', has_text=run_id).first).to_be_attached()   # Latest runs
+            latest_runs = page.locator('[data-testid="stDataFrame"] td', has_text=run_id)
+            expect(latest_runs.first).to_be_attached()
             full_page_screenshot(page, shots / "home.png")
             _open_page(page, base, "train", "Train a model")
             expect(page.locator(".st-key-tr_selected").get_by_role("combobox")).to_have_value(re.compile(run_id))
@@ -300,8 +301,8 @@ def test_deep_link_on_a_fresh_server_opens_the_app(server):
     """A bookmark (or a tab reconnecting after a server restart) that opens /runs first gets the whole app.
 
     Streamlit 1.67 treats a folder named pages/ next to app.py as a legacy multipage app until app.py has
-    called st.navigation once, so without pages/common.py's guard this first view would run pages/runs.py
-    alone: no sidebar of app.py, and 'app' and 'common' listed as pages."""
+    called st.navigation once, so without pages/ui/session.py's guard this first view would run pages/runs.py
+    alone: no sidebar of app.py, and 'app' and 'ui' listed as pages."""
     from playwright.sync_api import expect
     with browser_page() as page:
         page.goto(server.url + "/runs")               # the server's first page view

@@ -1,4 +1,5 @@
-"""The Learn page under AppTest: default inputs, changed inputs, both languages, offline Hub data."""
+"""The Learn page under AppTest: default inputs, changed inputs, both languages, offline Hub data, bounded
+inputs, read-only mode; and the data choices behind it (lib.sources.preview)."""
 from __future__ import annotations
 
 import re
@@ -8,8 +9,14 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from lib.job.steps import event_schedule, plan_steps
-from pages.ui import learn_text
+from lib.config import MAX_SAMPLES
+from lib.errors import LabError
+from lib.job.steps import MAX_LISTED_EVENTS, event_schedule, plan_steps
+from lib.job.tokenization import PAD_MODES, pad_batch
+from lib.sources import preview
+from lib.sources.models import load_tokenizer
+from lib.sources.tables import guess_label_column, guess_text_column
+from pages.ui import learn_tabs, learn_text
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = str(ROOT / "pages" / "learn.py")
@@ -155,3 +162,74 @@ def test_both_languages_have_every_text():
         assert _fields(en) == _fields(learn_text.ZH[key]), key
         assert learn_text.ZH[key].strip()
     assert re.search(r"[\u4e00-\u9fff]", learn_text.ZH["calc_intro"])
+
+
+def test_read_only_mode_leaves_learn_working(monkeypatch):
+    monkeypatch.setenv("LAB_READ_ONLY", "1")
+    at = page()
+    m = metrics(at)
+    assert m["Tokens"] == "7" and m["Total steps"] == "500" and m["Reviews"] == "480"
+    assert not at.error
+
+
+def test_long_text_is_cut_with_a_message():
+    at = page()
+    at.text_area(key="learn_text").set_value("word " * 1000).run()         # 5,000 characters
+    assert not at.exception
+    assert metrics(at)["Characters"] == f"{learn_tabs.TEXT_MAX_CHARS:,}"
+    assert any("at most 2,000 characters" in c.value for c in at.caption)
+    lines = [f"review {i}" for i in range(40)] + ["x" * 800]
+    at.text_area(key="learn_pad_texts").set_value("\n".join(lines)).run()
+    assert not at.exception
+    captions = [c.value for c in at.caption]
+    assert any("first 32 reviews" in c and "9 more" in c for c in captions)
+    kept = lines[:32]                       # the batch that was padded: the first 32 reviews
+    batch = pad_batch(load_tokenizer("bundled-minilm"), kept, PAD_MODES[0], 24, 2)
+    assert metrics(at)["Real tokens"] == f"{batch.real_tokens:,}"
+    short = "\n".join(["short one", "x" * 800])
+    at.text_area(key="learn_pad_texts").set_value(short).run()
+    assert any("longer than 500 characters" in c.value for c in at.caption)
+
+
+def test_the_calculator_bounds_its_inputs_and_answers_huge_plans_at_once():
+    at = page()
+    at.number_input(key="learn_calc_samples").set_value(100_000_000)      # more than TrainConfig allows
+    at.run()
+    assert at.number_input(key="learn_calc_samples").value <= MAX_SAMPLES
+    at.number_input(key="learn_calc_samples").set_value(MAX_SAMPLES)
+    at.number_input(key="learn_calc_batch").set_value(1)
+    at.number_input(key="learn_calc_epochs").set_value(1000.0)
+    at.number_input(key="learn_sch_logging").set_value(1.0)
+    at.run()
+    assert not at.exception
+    plan = plan_steps(MAX_SAMPLES, 1, num_train_epochs=1000)
+    assert metrics(at)["Total steps"] == f"{plan.total_steps:,}"
+    events = frame_with(at, "Checkpoint")
+    assert 0 < len(events) <= MAX_LISTED_EVENTS < plan.total_steps
+    assert any(f"{plan.total_steps:,} events in all" in c.value for c in at.caption)
+
+
+def test_guessing_columns():
+    assert guess_text_column(["id", "Review", "label"]) == "Review"
+    assert guess_text_column(["a", "b"]) == "a" and guess_text_column([]) is None
+    assert guess_label_column(["text", "Sentiment", "x"]) == "Sentiment"
+    assert guess_label_column(["a", "b"]) == "b" and guess_label_column([]) is None
+
+
+def test_which_texts_a_data_choice_stands_for(tmp_path, monkeypatch):
+    csv = tmp_path / "r.csv"
+    csv.write_text("text,label\nfine<br />film,pos\n,neg\nbad,neg\n", encoding="utf-8")
+    kind, path = preview.resolve_path(str(csv))
+    assert kind == "file" and path == csv.resolve()
+    sample = preview.load_texts("file", str(path), column="text", strip_html=True)
+    assert sample.texts == ["fine\nfilm", "bad"] and sample.skipped == 1
+    assert sample.labels == [1, 0]                      # labels stay with their texts
+    assert preview.table_columns("file", str(path)) == ["text", "label"]
+    up = preview.load_texts("upload", "mine.csv", column="text", strip_html=False, runs_dir=tmp_path / "runs",
+                            data=csv.read_bytes())
+    assert up.texts == ["fine<br />film", "bad"] and not list((tmp_path / "runs" / "_uploads").iterdir())
+    demo = preview.load_texts("demo", "demo", split="test")
+    assert demo.source is None and len(demo.texts) == len(demo.labels) > 0
+    monkeypatch.setenv("LAB_ALLOWED_ROOTS", str(tmp_path / "elsewhere"))
+    with pytest.raises(LabError, match="outside the folders"):
+        preview.resolve_path(str(csv))

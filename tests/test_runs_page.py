@@ -1,6 +1,9 @@
-"""AppTest of pages/runs.py: a finished tiny run (every tab), a failed run (its error first), a running
-run (ETA), the quick tryout (single text, explanation, bad input, batch CSV), a deleted checkpoint,
-and planted pickles that must never run."""
+"""AppTest of pages/runs.py and its tabs (pages/ui/runs_tabs): a finished tiny run (every tab), a failed
+run (its error first), a running run (ETA), the quick tryout (single text, explanation, bad input, batch
+CSV, length and row limits), a deleted checkpoint, planted pickles that must never run, read-only mode
+and visitors who are not signed in (tryout still works), label names with markup (shown as text), and a
+teacher/student speed measurement that cannot run (a message, not a traceback). The chart builders of
+pages/ui/charts.py are checked on their own at the end."""
 from __future__ import annotations
 
 import html
@@ -17,9 +20,15 @@ import psutil
 import pytest
 from streamlit.testing.v1 import AppTest
 
-ROOT = Path(__file__).resolve().parents[1]
+from lib.readers import metrics as metric_readers
+from lib.readers.progress import Progress
+from lib.store import rundir
+from pages.ui import charts
+from pages.ui.access_notes import READ_ONLY_TEXT
+from pages.ui.runs_tabs import batch as batch_tab
+from pages.ui.runs_tabs import tryout as tryout_tab
 
-from lib.store import rundir  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 PAGE = str(ROOT / "pages" / "runs.py")
 TABS = ["Training", "Compare", "Checkpoints", "Try it", "Error analysis"]
@@ -102,7 +111,7 @@ def page(run_id: str | None = None, tab: str | None = None) -> AppTest:
 
 
 def shown(markdown: str) -> str:
-    """What a markdown element shows: run data is escaped with backslashes (pages.common.plain)."""
+    """What a markdown element shows: run data is escaped with backslashes (pages.ui.text.plain)."""
     return re.sub(r"\\(.)", r"\1", str(markdown))
 
 
@@ -121,6 +130,18 @@ def frame(at: AppTest, column: str, last: bool = False):
     found = [d.value for d in at.dataframe if column in d.value.columns]
     assert found, f"no table with a {column!r} column"
     return found[-1] if last else found[0]
+
+
+def chart(at: AppTest, key: str) -> dict:
+    """The plotly figure (as JSON) drawn with ``key`` (AppTest keeps charts as unknown elements)."""
+    found = [e for e in at.get("plotly_chart") if e.key == key]
+    assert found, f"no chart with key {key!r}: {[e.key for e in at.get('plotly_chart')]}"
+    return json.loads(found[0].proto.spec)
+
+
+def classify(at: AppTest, text: str) -> AppTest:
+    at.text_area(key="try_text").set_value(text)
+    return at.button(key="FormSubmitter:try_form-Classify").click().run()
 
 
 def element_types(node) -> list[str]:
@@ -156,6 +177,12 @@ def test_finished_run_every_tab(runs, finished_run):
     assert not at.error
     assert json.loads((finished_run / rundir.CONFIG).read_text())["run_name"] in texts(at)
     assert "[lab] run" in texts(at)  # the log tail
+    logged = [r for r in metric_readers.read_metrics(finished_run) if r.get("event") == "log" and "loss" in r]
+    loss = chart(at, "train_loss")
+    assert [t["name"] for t in loss["data"][:2]] == ["raw", "smoothed (0.60)"]
+    assert loss["data"][0]["y"] == pytest.approx([r["loss"] for r in logged])
+    evals = [r for r in metric_readers.read_metrics(finished_run) if r.get("event") == "eval"]
+    assert chart(at, "train_evalacc")["data"][0]["y"] == pytest.approx([r["eval_accuracy"] for r in evals])
 
     for tab in TABS[1:]:
         at.session_state["runs_tab"] = tab
@@ -172,6 +199,8 @@ def test_finished_run_every_tab(runs, finished_run):
             preds = [json.loads(x) for x in (finished_run / rundir.PREDICTIONS).read_text().splitlines()]
             wrong = sum(p["label"] != p["pred"] for p in preds)
             assert f"{len(preds):,} evaluation reviews, {wrong:,} wrong" in texts(at)
+            counts = chart(at, "err_confusion")["data"][0]["z"]
+            assert sum(map(sum, counts)) == len(preds) and counts[0][1] + counts[1][0] == wrong
             assert frame(at, "review", last=True).shape[0] == len(preds)
             at.toggle(key="err_only_wrong").set_value(True).run()
             assert frame(at, "review", last=True).shape[0] == wrong
@@ -310,11 +339,7 @@ def test_planted_pickles_never_run(runs, finished_run, tmp_path):
 
 
 def test_distilled_run_is_compared_with_its_teacher(runs, finished_run):
-    student = runs / "20990101-000000-5700de"
-    shutil.copytree(finished_run, student)
-    config = json.loads((student / rundir.CONFIG).read_text())
-    config.update(task="distill", teacher=finished_run.name, run_name="the student")
-    (student / rundir.CONFIG).write_text(json.dumps(config))
+    student = make_student(runs, runs / finished_run.name)
     at = page(student.name, tab="Compare")
     assert not at.exception and not at.error
     table = frame(at, "layers")
@@ -324,3 +349,160 @@ def test_distilled_run_is_compared_with_its_teacher(runs, finished_run):
     assert not at.exception
     speed = frame(at, "reviews_per_s")
     assert (speed["reviews_per_s"] > 0).all() and (speed["latency_p50_ms"] > 0).all()
+
+
+def test_tryout_review_is_bounded(runs, finished_run):
+    at = page(finished_run.name, "Try it")
+    assert at.text_area(key="try_text").max_chars == tryout_tab.MAX_CHARS  # the browser stops typing there
+    long_review = "A fine film. " * (tryout_tab.MAX_CHARS // 13 + 100)
+    classify(at, long_review)  # sent anyway (a crafted request): the server keeps only the first MAX_CHARS
+    assert not at.exception and not at.error
+    assert at.session_state["try_result"]["text"] == long_review[:tryout_tab.MAX_CHARS]
+    assert any(m.label == "Prediction" for m in at.metric)
+    assert "only its beginning was read" in texts(at)  # the model's token limit: said, not hidden
+
+
+def test_batch_row_limit_comes_from_the_environment(runs, finished_run, monkeypatch):
+    monkeypatch.setenv("LAB_MAX_PREDICT_ROWS", "2")
+    at = page(finished_run.name, "Try it")
+    at.file_uploader(key="try_upload").set_value(
+        ("reviews.csv", b"text\nA lovely film\nDreadful\nFine enough\n", "text/csv")).run()
+    assert not at.exception and not at.error
+    warning = shown(at.warning[0].value)
+    assert "first 2 rows" in warning and "LAB_MAX_PREDICT_ROWS" in warning
+    at.button(key="try_batch_go").click().run()
+    assert not at.exception and not at.error
+    assert at.session_state["try_batch"]["text"].tolist() == ["A lovely film", "Dreadful"]
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, batch_tab.DEFAULT_MAX_ROWS), ("10", 10),
+                                                 ("0", batch_tab.DEFAULT_MAX_ROWS), ("-3", batch_tab.DEFAULT_MAX_ROWS),
+                                                 ("lots", batch_tab.DEFAULT_MAX_ROWS)])
+def test_batch_row_limit_setting(monkeypatch, value, expected):
+    if value is None:
+        monkeypatch.delenv("LAB_MAX_PREDICT_ROWS", raising=False)
+    else:
+        monkeypatch.setenv("LAB_MAX_PREDICT_ROWS", value)
+    assert batch_tab.max_rows() == expected
+
+
+def test_read_only_mode_keeps_looking_and_trying(runs, finished_run, monkeypatch):
+    monkeypatch.setenv("LAB_READ_ONLY", "1")
+    at = page(finished_run.name)
+    assert not at.exception and not at.error
+    assert READ_ONLY_TEXT in texts(at)  # the page says so
+    for tab in TABS[1:]:
+        at.session_state["runs_tab"] = tab
+        at.run()
+        assert not at.exception and not at.error, (tab, [e.value for e in at.error])
+    at.session_state["runs_tab"] = "Try it"
+    classify(at.run(), "A lovely film.")
+    assert not at.exception and not at.error
+    assert {m.label: m.value for m in at.metric}["Prediction"] in ("NEGATIVE", "POSITIVE")
+    at.file_uploader(key="try_upload").set_value(("r.csv", b"review\nA lovely film\nDreadful\n", "text/csv")).run()
+    at.button(key="try_batch_go").click().run()
+    assert not at.exception and not at.error
+    assert len(at.session_state["try_batch"]) == 2
+
+
+def test_visitor_not_signed_in_can_try_models(runs, finished_run):
+    """With sign-in configured and nobody signed in, the page works; the tryout too. Nobody is 'me'."""
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.secrets["auth"] = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "s" * 32,
+                          "client_id": "lab", "client_secret": "x",
+                          "server_metadata_url": "http://localhost:1/.well-known/openid-configuration"}
+    at.session_state["lab_owner"] = "bob"   # a typed name is never an identity under sign-in
+    at.query_params["run"] = finished_run.name
+    at.session_state["runs_tab"] = "Try it"
+    at.run()
+    assert not at.exception and not at.error
+    assert "me" not in at.selectbox(key="runs_owner_filter").options
+    classify(at, "A lovely film.")
+    assert not at.exception and not at.error
+    assert any(m.label == "Prediction" for m in at.metric)
+
+
+def test_label_names_with_markup_are_shown_as_text(runs, finished_run):
+    names = ["*bad* <i>neg</i>", "[pos](http://x.test)"]
+    run = runs / finished_run.name
+    config = json.loads((run / rundir.CONFIG).read_text())
+    (run / rundir.CONFIG).write_text(json.dumps({**config, "label_names": names}))
+    model_config = json.loads((run / "model" / "config.json").read_text())
+    model_config.update(id2label={"0": names[0], "1": names[1]}, label2id={names[0]: 0, names[1]: 1})
+    (run / "model" / "config.json").write_text(json.dumps(model_config))
+    at = page(finished_run.name, "Error analysis")
+    assert not at.exception and not at.error
+    assert at.selectbox(key="err_true").options == ["any", *names]  # menus show options as text
+    heat = chart(at, "err_confusion")["data"][0]
+    assert heat["x"] == [f"pred {html.escape(n)}" for n in names]  # escaped for plotly's label HTML
+    at.session_state["runs_tab"] = "Try it"
+    at.run()
+    at.selectbox(key="try_model").select_index(0).run()  # the final model
+    classify(at, "A lovely film.")
+    assert not at.exception and not at.error
+    prediction = next(m.value for m in at.metric if m.label == "Prediction")
+    assert shown(prediction) in names and "<i>" not in prediction and "](" not in prediction
+    why = next(m.value for m in at.markdown if m.value.startswith("**Why**"))
+    assert names[1] in shown(why) and "<i>" not in why and "](" not in why
+    assert sorted(frame(at, "probability")["label"]) == sorted(names)
+
+
+def make_student(runs: Path, teacher: Path) -> Path:
+    student = runs / "20990101-000000-5700de"
+    shutil.copytree(teacher, student)
+    config = json.loads((student / rundir.CONFIG).read_text())
+    config.update(task="distill", teacher=teacher.name, run_name="the student")
+    (student / rundir.CONFIG).write_text(json.dumps(config))
+    return student
+
+
+def test_speed_measurement_without_the_teacher_model_says_why(runs, finished_run):
+    student = make_student(runs, runs / finished_run.name)
+    shutil.rmtree(runs / finished_run.name / "model")   # the teacher's export is gone
+    at = page(student.name, tab="Compare")
+    assert not at.exception and not at.error
+    assert frame(at, "layers")["model"].tolist() == ["teacher", "student"]
+    at.button(key="ts_measure").click().run()
+    assert not at.exception
+    message = shown(at.error[0].value)
+    assert "teacher" in message and "no exported model" in message
+    assert not [d for d in at.dataframe if "reviews_per_s" in d.value.columns]
+
+
+def test_speed_measurement_of_a_broken_model_shows_a_message(runs, finished_run):
+    student = make_student(runs, runs / finished_run.name)
+    (student / "model" / "model.safetensors").unlink()   # config.json is there, the weights are not
+    at = page(student.name, tab="Compare")
+    at.button(key="ts_measure").click().run()
+    assert not at.exception
+    assert "no model.safetensors" in shown(at.error[0].value)
+    assert not [d for d in at.dataframe if "reviews_per_s" in d.value.columns]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Chart builders (pages/ui/charts.py)
+# ---------------------------------------------------------------------------------------------------
+def test_thin_keeps_the_shape_and_the_last_point():
+    xs = list(range(10_001))
+    tx, ty = charts.thin(xs, [2 * x for x in xs], limit=1000)
+    assert len(tx) <= 1002 and tx[-1] == 10_000 and ty[-1] == 20_000 and tx[0] == 0
+    assert charts.thin([1, 2], [3, 4], limit=1000) == ([1, 2], [3, 4])
+
+
+def test_x_range_spans_the_whole_run():
+    prog = Progress(state="running", phase=None, step=10, total_steps=200, fraction=0.05, epoch=0.5, num_epochs=4,
+                    elapsed_s=5.0, eta_s=None, steps_per_s=None, samples_per_s=None, heartbeat_age_s=None,
+                    queue_position=None, error=None, exit_code=None)
+    assert charts.x_range(prog, "step") == [0, pytest.approx(202)]
+    assert charts.x_range(prog, "epoch") == [0, pytest.approx(4.04)]
+    assert charts.x_range(prog, "time") is None and charts.x_range(None, "step") is None
+
+
+def test_overlay_names_are_escaped_and_loss_is_smoothed():
+    rows = [{"event": "log", "step": s, "loss": float(v)} for s, v in ((1, 4), (2, 0), (3, 2))]
+    series = metric_readers.MetricSeries(log=rows, eval=[], save=[], end=[])
+    fig = charts.overlay_figure([("<b>mine</b>", series)], "loss", "step")
+    trace = fig.data[0]
+    assert trace.name == "&lt;b&gt;mine&lt;/b&gt;"
+    assert list(trace.y) == pytest.approx(metric_readers.ema([4.0, 0.0, 2.0], 0.6))
+    assert list(trace.x) == [1, 2, 3]

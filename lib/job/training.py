@@ -89,6 +89,9 @@ def training_arguments_kwargs(config: TrainConfig, output_dir: str | Path, *, de
     fp16, bf16 = resolve_precision(config, device)
     kw: dict[str, Any] = dict(
         output_dir=str(output_dir),
+        # A classifier's loss is a mean over reviews, not a sum over tokens: averaging "tokens" across
+        # processes would multiply each process's loss by the world size (eval_loss doubled on 2 processes).
+        average_tokens_across_devices=False,
         num_train_epochs=config.num_train_epochs,
         max_steps=config.max_steps,
         per_device_train_batch_size=config.per_device_train_batch_size,

@@ -3,8 +3,8 @@
 A person picks one of four sources: the built-in reviews (``demo``), an uploaded table (``upload``), a
 local path (``path``: a table file or an aclImdb folder, checked against ``LAB_ALLOWED_ROOTS``) or a
 Hugging Face Hub data set (``hub``). :func:`resolve_path` turns a typed path into ``file`` or ``folder``;
-:func:`load_texts` returns the texts (missing values skipped and counted, ``<br />`` turned into line
-breaks as the training job does with ``strip_html``) and their 0/1 labels when the data has a usable
+:func:`load_texts` returns the texts (``<br />`` turned into line breaks with ``strip_html`` and empty
+reviews dropped and counted, as the training job does) and their 0/1 labels when the data has a usable
 ``label`` column.
 """
 from __future__ import annotations
@@ -88,15 +88,19 @@ def _missing(value: Any) -> bool:
 
 
 def _clean(values: list, labels: list | None, strip_html: bool) -> tuple[list[str], list[int] | None, int]:
-    keep = [not _missing(v) for v in values]
-    texts = []
-    for value, kept in zip(values, keep):
-        if kept:
-            text = value if isinstance(value, str) else str(value)
-            texts.append(_BR_RE.sub("\n", text) if strip_html and "<" in text else text)
-    if labels is not None:
-        labels = [int(lab) for lab, kept in zip(labels, keep) if kept]
-    return texts, labels, keep.count(False)
+    """As the training job cleans reviews: ``<br />`` to line breaks, empty ones dropped (and counted)."""
+    texts: list[str] = []
+    kept_labels: list[int] = []
+    for i, value in enumerate(values):
+        text = "" if _missing(value) else (value if isinstance(value, str) else str(value))
+        if strip_html and "<" in text:
+            text = _BR_RE.sub("\n", text)
+        if not text.strip():
+            continue
+        texts.append(text)
+        if labels is not None:
+            kept_labels.append(int(labels[i]))
+    return texts, (kept_labels if labels is not None else None), len(values) - len(texts)
 
 
 def load_texts(kind: str, spec: str, *, split: str = "train", column: str = "text", strip_html: bool = True,

@@ -228,6 +228,12 @@ EN: dict[str, str] = {
     "best_left": "Left at the end: {ckpts}",
     "no_events": "No events: the settings never log, evaluate or save before training ends.",
     "calc_error": "These settings do not work:",
+    "cut_chars": "The box holds at most {limit:,} characters; the text was cut there.",
+    "cut_lines": "Only the first {limit} reviews are used; {n} more line(s) were left out.",
+    "cut_line_chars": "{n} line(s) were longer than {limit:,} characters and were cut there.",
+    "pick_limit": "Pick up to {limit} reviews.",
+    "timeline_truncated": "{n:,} events in all: the timeline and the table show the first and the last ones "
+                          "({shown:,}).",
 }
 
 ZH: dict[str, str] = {
@@ -323,9 +329,11 @@ ZH: dict[str, str] = {
     "map_columns": "列的变化：{before} → {after} → {formatted}",
     "map_summary": "这条样本有 {real} 个真实词片和 {pad} 个填充：它所在的 map 批次（第 {start}–{end} 条评论）"
                    "被统一补到了其中最长评论的长度，即 {width} 个词片。",
-    "map_summary_nopad": "这条样本有 {real} 个词片，暂时没有填充：训练时 collator 会把它和同一训练批次的其他评论一起补齐。",
+    "map_summary_nopad": "这条样本有 {real} 个词片，暂时没有填充：训练时 collator 会把它和同一训练批次的"
+                         "其他评论一起补齐。",
     "map_cost": "隐藏的代价：在 `map` 里写 `padding=True`，短评论就得和同一批 1,000 条里最长的那条看齐，被补到那么长"
-                "（最多到 max_length），而模型在每一轮训练里都要为这些填充位置做计算。第 4 页签会在整个数据集上算出这笔开销。",
+                "（最多到 max_length），而模型在每一轮训练里都要为这些填充位置做计算。"
+                "第 4 页签会在整个数据集上算出这笔开销。",
     "map_no_data": "先在第 4 页签加载一个数据集，这里就能看到其中的样本。",
 
     "stats_header": "整个数据集的词片长度",
@@ -369,8 +377,8 @@ ZH: dict[str, str] = {
     "col_positions": "每轮计算的位置数",
     "col_waste": "填充占比",
     "padding_explain": "填充占比 = 1 − 真实词片数 ÷ 计算的位置数。教程的写法把每个 map 批次（{map_batch:,} 条评论）"
-                       "补到其中最长的一条；动态填充把每个训练批次（{batch} 条）补到该批最长的一条；按长度分组则把长度相近的"
-                       "评论放进同一批（即 `group_by_length`）。",
+                       "补到其中最长的一条；动态填充把每个训练批次（{batch} 条）补到该批最长的一条；"
+                       "按长度分组则把长度相近的评论放进同一批（即 `group_by_length`）。",
     "stats_error": "无法统计这个数据集：",
 
     "calc_header": "轮数（epoch）与优化步数（step）",
@@ -424,11 +432,17 @@ ZH: dict[str, str] = {
     "sch_summary": "日志：{log}；评估：{ev}；保存：{save}。共保存 {n} 个检查点，训练结束时剩 {k} 个。",
     "sch_none": "从不",
     "sch_epoch": "每轮结束时",
-    "best_note": "load_best_model_at_end 还会额外保留最好的检查点，但哪个最好要等训练完才知道。选一个，看看最后会剩下哪些：",
+    "best_note": "load_best_model_at_end 还会额外保留最好的检查点，但哪个最好要等训练完才知道。"
+                 "选一个，看看最后会剩下哪些：",
     "best_pick": "假设最好的检查点是",
     "best_left": "最后剩下：{ckpts}",
     "no_events": "没有任何事件：训练结束前既不记录日志，也不评估、不保存。",
     "calc_error": "这组设置行不通：",
+    "cut_chars": "输入框最多容纳 {limit:,} 个字符，超出的部分已被截掉。",
+    "cut_lines": "只用前 {limit} 条评论，另有 {n} 行没有用上。",
+    "cut_line_chars": "有 {n} 行超过 {limit:,} 个字符，超出的部分已被截掉。",
+    "pick_limit": "最多选 {limit} 条评论。",
+    "timeline_truncated": "一共 {n:,} 个事件：时间线和下表只列出最前和最后的一部分（{shown:,} 个）。",
 }
 
 TEXTS = {"en": EN, "zh": ZH}

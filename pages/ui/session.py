@@ -9,6 +9,7 @@ app runs open and the name typed in the sidebar is only a label for the runs one
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import streamlit as st
@@ -17,6 +18,7 @@ from lib.registry.access import Actor, Policy, identity_from_user_info
 from lib.store.rundir import default_runs_dir
 
 OWNER_KEY = "lab_owner"   # session key of the sidebar's name box (open mode only)
+DEFAULT_MAX_UPLOAD_MB = 200
 
 
 def _leave_legacy_multipage_mode() -> None:
@@ -92,3 +94,11 @@ def actor() -> Actor:
 def typed_name() -> str:
     """The name typed in the sidebar (open mode); never an identity."""
     return str(st.session_state.get(OWNER_KEY, "") or "").strip()[:80]
+
+
+def max_upload_mb() -> int:
+    """The largest upload the server accepts, in MB (``LAB_MAX_UPLOAD_MB``, default 200)."""
+    try:
+        return max(1, int(os.environ.get("LAB_MAX_UPLOAD_MB", DEFAULT_MAX_UPLOAD_MB)))
+    except ValueError:
+        return DEFAULT_MAX_UPLOAD_MB

@@ -1,0 +1,103 @@
+"""Try it tab: classify a typed review with the run's model (or a checkpoint, or the base model), see
+why word by word, or predict a whole uploaded table (:mod:`pages.ui.runs_tabs.batch`).
+
+Trying models is looking, not managing: it works for every visitor, signed in or not, and in read-only
+mode. The work one click costs is bounded: the review box takes at most :data:`MAX_CHARS` characters
+(Streamlit cuts a longer value on the server too, whatever the browser sends), the model reads at most
+its token limit, and the explanation occludes a bounded number of word groups.
+"""
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import streamlit as st
+
+from lib.errors import LabError
+from lib.registry.reconcile import RunView
+from lib.serving import examples, explain, predictor
+from pages.ui.runs_tabs import TabContext, batch
+from pages.ui.runs_tabs.predictors import INT8_KEY, get_predictor
+from pages.ui.text import plain, show_lab_error
+
+MAX_CHARS = 20_000   # about 4,000 words: far more than a model's 512 tokens read
+
+
+def render(run: RunView, ctx: TabContext) -> None:
+    choice = pick_model(run)
+    st.toggle("Fast CPU mode (int8)", value=predictor.default_precision() == "int8", key=INT8_KEY,
+              help="On: the encoder's weights run as 8-bit integers (dynamic quantization): about twice as fast "
+                   "on a CPU and the same answer for ~99% of reviews. Off: full precision, exactly the numbers "
+                   "the training job evaluated with. Applies to the tryout and the batch mode.")
+    st.caption("Examples:")
+    ex_cols = st.columns(len(examples.EXAMPLES))
+    for i, (name, example) in enumerate(examples.EXAMPLES.items()):
+        ex_cols[i].button(name, key=f"try_example_{i}", on_click=set_text, args=(example,))
+    with st.form("try_form", border=False):
+        text = st.text_area("Review", key="try_text", height=140, max_chars=MAX_CHARS,
+                            placeholder="Type or paste a movie review…")
+        wants_explanation = st.checkbox("Explain the decision word by word", value=True, key="try_explain")
+        submitted = st.form_submit_button("Classify", type="primary")
+    if submitted:
+        try:
+            st.session_state["try_result"] = classify(run, choice, text, wants_explanation)
+        except LabError as exc:
+            st.session_state.pop("try_result", None)
+            show_lab_error(exc)
+    if st.session_state.get("try_result"):
+        render_result(st.session_state["try_result"])
+    st.divider()
+    batch.render(run, ctx, choice)
+
+
+def pick_model(run: RunView) -> predictor.ModelChoice:
+    """The model menu: the run's final model, its checkpoints, the base model."""
+    choices = predictor.model_choices(run.path)
+    prev = st.session_state.get("try_model")
+    if (isinstance(prev, predictor.ModelChoice) and prev not in choices and prev.kind != "base"
+            and prev.path.startswith(str(run.path) + os.sep)):
+        choices.insert(0, prev)  # deleted since it was picked: keep it, so the person sees what happened
+    return st.selectbox("Model", choices, format_func=lambda c: c.label, key="try_model",
+                        help="The run's exported model, one of its checkpoints, or the base model before "
+                             "fine-tuning (its classifier head is untrained: expect coin flips).")
+
+
+def set_text(text: str) -> None:
+    st.session_state["try_text"] = text
+    st.session_state.pop("try_result", None)
+
+
+def classify(run: RunView, choice: predictor.ModelChoice, text: str, wants_explanation: bool) -> dict:
+    """Predict (and explain) one review; LabError for an empty text or a missing model."""
+    predictor.check_text(text)
+    model = get_predictor(run, choice)
+    result = model.predict_one(text)
+    explanation = None
+    if wants_explanation:
+        with st.spinner("Explaining…"):
+            explanation = model.explain(text)
+    return {"result": result, "explanation": explanation, "text": text, "labels": model.label_names,
+            "precision": model.precision}
+
+
+def render_result(res: dict) -> None:
+    result, expl, text, names = res["result"], res.get("explanation"), res["text"], res["labels"]
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Prediction", plain(result["label"]))
+    c2.metric("Confidence", f"{result['confidence']:.1%}")
+    c3.metric("Latency", f"{result['latency_ms']:.0f} ms", help=predictor.PRECISIONS[res.get("precision", "fp32")])
+    if result.get("note"):
+        st.info(plain(result["note"]), icon=":material/content_cut:")
+    probs = pd.DataFrame({"label": list(result["scores"]), "probability": list(result["scores"].values())})
+    st.dataframe(probs, hide_index=True, key="try_probs", column_config={
+        "probability": st.column_config.ProgressColumn("probability", min_value=0.0, max_value=1.0, format="%.3f")})
+    if expl:
+        st.markdown("**Why** (occlusion: hide each word and see how much the prediction drops; green pushes towards "
+                    f"{plain(names[-1])}, red towards {plain(names[0])})")
+        st.html(explain.highlight_html(text, expl, names))
+        if expl.get("note"):
+            st.caption(plain(expl["note"]))
+        top = sorted(expl["spans"], key=lambda s: -abs(s["score"]))[:15]
+        if top:
+            st.dataframe(pd.DataFrame([{"word": s["text"], "weight": round(s["score"], 5)} for s in top]),
+                         hide_index=True, key="try_top_words")
