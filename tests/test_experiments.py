@@ -250,3 +250,17 @@ def test_the_estimate_does_not_take_a_busy_device(lab, tmp_path):
         for fd in held:
             if fd is not None:
                 os.close(fd)
+
+
+def test_the_estimate_benchmark_runs_and_records_ratios(tmp_path):
+    md = tmp_path / "BENCH.md"
+    proc = subprocess.run([sys.executable, "-m", "bench.estimate", "--data", "demo", "--model", "tiny-bert",
+                           "--configs", "len128-b8", "--train-samples", "32", "--eval-samples", "8",
+                           "--out-dir", str(tmp_path / "out"), "--md", str(md)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-2000:]
+    last = json.loads(proc.stdout.strip().splitlines()[-1])
+    row = last["rows"][0]
+    assert row["ratio"] == pytest.approx(row["estimate_s_per_step"] / row["actual_s_per_step"])
+    text = md.read_text()
+    assert "python -m bench.estimate" in text and "| len128-b8 |" in text
