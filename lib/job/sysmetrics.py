@@ -3,7 +3,7 @@
 :class:`SystemMetricsCallback` starts a small background thread on the main process (rank 0) when
 training begins. Every ``every_s`` seconds it appends one row::
 
-    {"event": "system", "time": ..., "elapsed_s": ..., "step": ...,
+    {"event": "system", "time": ..., "step": ..., "epoch": ..., "elapsed_s": ..., "total_steps": ...,
      "cpu_percent": 187.5, "rss_mb": 912.4,
      "gpu0_util": 97.0, "gpu0_mem_mb": 10240.0, "gpu0_mem_total_mb": 143771.0}
 
@@ -101,6 +101,8 @@ class SystemMetricsCallback(TrainerCallback):
         self.elapsed_before = float(elapsed_before)
         self.t0 = time.time()
         self.step = 0
+        self.epoch = 0.0
+        self.total_steps = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._sampler: SystemSampler | None = None
@@ -110,7 +112,8 @@ class SystemMetricsCallback(TrainerCallback):
             if self._sampler is None:
                 self._sampler = SystemSampler()
             row = {"event": "system", "time": round(time.time(), 3), "step": int(self.step),
-                   "elapsed_s": round(self.elapsed_before + time.time() - self.t0, 3), **self._sampler.sample()}
+                   "epoch": round(self.epoch, 4), "elapsed_s": round(self.elapsed_before + time.time() - self.t0, 3),
+                   "total_steps": int(self.total_steps), **self._sampler.sample()}
             rundir.append_jsonl(self.path, row)
         except Exception:  # noqa: BLE001 - a missing reading or a full disk must not stop training
             pass
@@ -124,7 +127,7 @@ class SystemMetricsCallback(TrainerCallback):
         if not state.is_world_process_zero or self._thread is not None:
             return
         self.t0 = time.time()
-        self.step = int(state.global_step)
+        self._track(state)
         try:
             self._sampler = SystemSampler()
         except Exception:  # noqa: BLE001 - psutil missing or refused: no system rows, training goes on
@@ -132,11 +135,16 @@ class SystemMetricsCallback(TrainerCallback):
         self._thread = threading.Thread(target=self._loop, name="lab-system-metrics", daemon=True)
         self._thread.start()
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def _track(self, state) -> None:
         self.step = int(state.global_step)
+        self.epoch = float(state.epoch or 0.0)
+        self.total_steps = int(state.max_steps or 0)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._track(state)
 
     def on_train_end(self, args, state, control, **kwargs):
-        self.step = int(state.global_step)
+        self._track(state)
         self.stop()
 
     def stop(self) -> None:
