@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--sweep", metavar="SWEEP_ID", help="only the runs of this sweep (in launch order)")
     sp.add_argument("--tag", action="append", default=[], metavar="TAG",
                     help="only runs with this tag (repeatable: runs with all of them)")
-    sp = add("sweep", "launch one run per combination of grid values (in order, on the queue); prints the sweep id")
+    sp = add("sweep", "launch one run per combination of grid values (in order, on the queue); prints the sweep id "
+                      "(exit code 3 when a quota refused part of it: the runs not launched are listed)")
     src = sp.add_mutually_exclusive_group()
     src.add_argument("--preset", choices=sorted(PRESETS), help="start from a preset (default: demo)")
     src.add_argument("--config", metavar="FILE.json", help="a saved TrainConfig")

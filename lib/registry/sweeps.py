@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lib.config import TrainConfig, apply_overrides, field_info, field_names
-from lib.errors import ConfigError
+from lib.errors import ConfigError, LabError
 from lib.registry import access
 from lib.registry.access import CLI_POLICY, Actor, Policy, cli_actor
 from lib.registry.quotas import QuotaExceeded
@@ -174,8 +174,9 @@ def launch_sweep(plan: SweepPlan, runs_dir: str | os.PathLike | None = None, *, 
                  launched_by: str = "api", actor: Actor | None = None, policy: Policy | None = None) -> SweepResult:
     """Launch every run of ``plan`` in order, each through the ordinary launch (permission and quota per run).
 
-    The first quota refusal stops the sweep there: the runs before it are launched, the rest are listed in
-    ``refused`` with the reason. A refusal of permission itself (not signed in, read-only) raises before any run.
+    The first refusal (a quota, or a launch that fails) stops the sweep there: the runs before it are
+    launched, the rest are listed in ``refused`` with the reason. A refusal of permission itself (not signed
+    in, read-only mode) raises before any run is launched.
     """
     from lib.registry.launching import launch
     actor = actor or cli_actor()
@@ -186,7 +187,7 @@ def launch_sweep(plan: SweepPlan, runs_dir: str | os.PathLike | None = None, *, 
     for i, (point, config) in enumerate(zip(plan.points, plan.configs)):
         try:
             run_dir = launch(config, runs_dir, owner=owner, launched_by=launched_by, actor=actor, policy=policy)
-        except QuotaExceeded as exc:
+        except (QuotaExceeded, LabError) as exc:  # a quota, or anything else that stops this launch: stop here
             refused.extend((p, str(exc)) for p in plan.points[i:])
             break
         launched.append((point, run_dir))
