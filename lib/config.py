@@ -12,6 +12,7 @@ import ast
 import dataclasses
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -216,7 +217,10 @@ class TrainConfig:
                 and self.student_hidden_size % self.student_attention_heads:
             errs["student_attention_heads"] = (f"student_hidden_size ({self.student_hidden_size}) must be a multiple "
                                                f"of student_attention_heads ({self.student_attention_heads})")
-        if self.num_nodes > 1 and not self.rdzv_endpoint.strip():
+        if on_slurm() and self.rdzv_endpoint.strip():
+            errs["rdzv_endpoint"] = ("runs go to Slurm here, which finds the rendezvous on the job's own first "
+                                     "node: leave rdzv_endpoint empty")
+        elif self.num_nodes > 1 and not self.rdzv_endpoint.strip() and not on_slurm():
             errs["rdzv_endpoint"] = "training on several machines needs rdzv_endpoint (host:port of node 0)"
         elif self.rdzv_endpoint.strip() and not valid_endpoint(self.rdzv_endpoint):
             errs["rdzv_endpoint"] = (f"rdzv_endpoint must be host:port (a host name or IP address and a port "
@@ -225,7 +229,8 @@ class TrainConfig:
             errs["save_total_limit"] = ("saving every N steps needs a checkpoint budget: set save_total_limit "
                                         f"(1 to {MAX_CHECKPOINTS}); each checkpoint of a BERT model with its "
                                         "optimizer state is hundreds of MB")
-        errs.update(machine_fit(self))
+        if not on_slurm():  # on Slurm the job gets the CPUs and GPUs it asks for on its own nodes
+            errs.update(machine_fit(self))
         if self.node_rank >= self.num_nodes:
             errs["node_rank"] = f"node_rank must be below num_nodes ({self.num_nodes}), got {self.node_rank}"
         for name in ("run_name", "owner", "dataset", "test_file", "model", "text_column", "label_column",
@@ -368,6 +373,12 @@ def _sweep_errors(config: TrainConfig) -> dict[str, str]:
                 isinstance(value, str) and len(value) > 500):
             errs["sweep_point"] = f"sweep_point value of {key} must be a short number, text or true/false"
     return errs
+
+
+def on_slurm() -> bool:
+    """Do runs go to a Slurm cluster (``LAB_BACKEND=slurm`` on the server, ``LAB_SCHEDULER=slurm`` in a job)?"""
+    backend = (os.environ.get("LAB_BACKEND") or "").strip().lower()
+    return backend == "slurm" or os.environ.get("LAB_SCHEDULER") == "slurm"
 
 
 def machine_fit(config: TrainConfig) -> dict[str, str]:

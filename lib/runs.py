@@ -1,7 +1,8 @@
 """The run registry's command line: launch, list, show, cancel, resume and delete runs.
 
 ``python -m lib.runs {launch,sweep,list,show,annotate,estimate,cancel,resume,delete} --runs-dir DIR ...`` (run it with
-``--help``). The work is done by :mod:`lib.registry`.
+``--help``). The work is done by :mod:`lib.registry`. With ``LAB_BACKEND=slurm`` the list has a JOB
+column (the Slurm job id) and ``show`` prints the job, Slurm's state and reason, and the job's nodes.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from lib.config import PRESETS, TrainConfig, build_config, preset
 from lib.errors import LabError
+from lib.registry import backend as backends
 from lib.registry import estimate, notes, sweeps
 from lib.registry.control import CANCEL_GRACE_S, cancel, delete
 from lib.registry.launching import _user, launch, resume
@@ -28,12 +30,16 @@ def _progress_text(row: RunView) -> str:
     return "-"
 
 
-def _print_table(rows: list[RunView]) -> None:
+def _print_table(rows: list[RunView], *, job_column: bool = False) -> None:
     headers = ["ID", "STATE", "PROGRESS", "OWNER", "MODEL", "DATASET", "STARTED", "DURATION", "BEST ACC", "LABEL"]
     table = [[r.run_id, r.display_state, _progress_text(r), r.owner or "-", r.model, r.dataset,
               format_time(r.started_at, missing="-"), format_duration(r.duration_s, missing="-"),
               f"{r.best_eval_accuracy:.4f}" if r.best_eval_accuracy is not None else "-", r.label]
              for r in rows]
+    if job_column:  # the Slurm job id, after the run id
+        headers.insert(1, "JOB")
+        for r, row in zip(rows, table):
+            row.insert(1, r.slurm_job_id or "-")
     clean = [[str(c).replace("\n", " ").replace("\t", " ")[:60] for c in row] for row in table]
     widths = [max([len(h)] + [len(row[i]) for row in clean]) for i, h in enumerate(headers)]
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
@@ -118,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
             config = TrainConfig.load(args.config) if args.config else preset(args.preset or "demo")
             config = config.with_overrides(args.overrides)
             owner = args.owner if args.owner is not None else (config.owner or _user())
+            warning = backends.startup_warning(runs_dir) if backends.is_slurm() else None
+            if warning:
+                print(f"warning: {warning}", file=sys.stderr)
             run_dir = launch(config, runs_dir, owner=owner, launched_by=f"cli:{_user()}")
             print(f"launched run {run_dir.name} in {runs_dir} (log: {run_dir / rundir.LOG})", file=sys.stderr)
             print(run_dir.name)
@@ -131,7 +140,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:
                 print(rundir.dumps([_row_json(r) for r in rows], indent=2))
             elif rows:
-                _print_table(rows)
+                _print_table(rows, job_column=backends.is_slurm() or any(r.backend == backends.SLURM for r in rows))
+                notes = {r.status.get("slurm_note") for r in rows if r.status.get("slurm_note")}
+                for note in sorted(notes):
+                    print(f"note: {note}", file=sys.stderr)
             else:
                 print(f"no runs in {runs_dir}", file=sys.stderr)
         elif args.command == "show":
@@ -150,6 +162,15 @@ def main(argv: list[str] | None = None) -> int:
                       f"duration {format_duration(row.duration_s, missing='-')}")
                 if row.best_eval_accuracy is not None:
                     print(f"{'best acc':>10}: {row.best_eval_accuracy:.4f}")
+                print(f"{'backend':>10}: {row.backend}")
+                if row.backend == backends.SLURM:
+                    print(f"{'job':>10}: {row.slurm_job_id or '- (not submitted yet)'}")
+                    print(f"{'slurm':>10}: {row.slurm_state or ('-' if row.active else 'the job has ended')}")
+                    if row.slurm_reason:
+                        print(f"{'reason':>10}: {row.slurm_reason}")
+                    print(f"{'nodes':>10}: {row.nodes or '-'}")
+                    if row.status.get("slurm_note"):
+                        print(f"{'note':>10}: {row.status['slurm_note']}")
                 if row.status.get("stopped_early"):
                     print(f"{'stopped':>10}: early, at step {row.status.get('stopped_at_step')} (best checkpoint "
                           f"{row.status.get('best_checkpoint')} kept and exported)")

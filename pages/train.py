@@ -12,6 +12,7 @@ import streamlit as st
 from lib.config import PRESET_HELP, PRESETS, TrainConfig, preset
 from lib.errors import LabError
 from lib.registry import access, launching, preflight, reconcile
+from lib.registry import backend as backends
 from lib.registry.access import Actor, Policy
 from lib.store import rundir
 from pages.ui import config_form, experiment_panel, run_table, session
@@ -152,6 +153,15 @@ def _launch_controls(config: TrainConfig | None, actor: Actor, policy: Policy) -
         st.caption(plain(why))
 
 
+def _where_runs_go() -> None:
+    """Under Slurm: the partition (and account) runs are submitted to."""
+    try:
+        if backends.is_slurm():
+            st.caption(":material/dns: " + plain(f"{backends.describe()}. Slurm queues them and picks their nodes."))
+    except LabError as exc:
+        st.error(plain(str(exc)), icon=":material/error:")
+
+
 def main() -> None:
     st.title("Train a model")
     state = st.session_state
@@ -183,6 +193,7 @@ def main() -> None:
     experiment_panel.sweep_section(state, config, n_train, actor, policy, _owner(actor, policy))
 
     st.subheader("Runs")
+    _where_runs_go()
     st.caption("Refreshes every few seconds. Runs keep going when you close this tab.")
     st.fragment(run_every=REFRESH_S)(run_table.run_panel)(root, _load_run)
 

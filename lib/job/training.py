@@ -230,6 +230,8 @@ def write_run_json(run_dir: Path, argv: list[str], **extra: Any) -> dict:
         return existing
     info = {"argv": argv, "pid": os.getpid(), "pgid": os.getpgid(0), "create_time": me.create_time(),
             "host": socket.gethostname(), "user": getpass.getuser(), "created_at": time.time(), **extra}
+    if os.environ.get("SLURM_JOB_ID"):  # a Slurm job: which job and which nodes
+        info.update(slurm_job_id=os.environ["SLURM_JOB_ID"], slurm_nodes=os.environ.get("SLURM_JOB_NODELIST", ""))
     existing.update(info)
     rundir.atomic_write_json(run_dir / rundir.RUN, existing)
     return existing
@@ -339,7 +341,12 @@ def restore_order(values, order):
 
 
 def wait_for_turn(config: TrainConfig, run_dir: Path, device: str):
-    """Block until this run may use its device (FIFO queue shared through the runs directory)."""
+    """Block until this run may use its device (FIFO queue shared through the runs directory).
+
+    Under Slurm (``LAB_SCHEDULER=slurm``, set by the batch script) Slurm has queued the job already and
+    given it its CPUs and GPUs: it starts at once."""
+    if os.environ.get("LAB_SCHEDULER") == "slurm":
+        return None
     return slots.acquire_slot(run_dir.parent, run_dir, device=device)
 
 
@@ -355,7 +362,9 @@ def run_job(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> dict
         attempt = int(prior.get("attempt") or 0) + 1
         rundir.update_status(run_dir, state="queued", queued_at=time.time(), pid=os.getpid(), device=device,
                              attempt=attempt, error=None, exit_code=None, finished_at=None, heartbeat=time.time(),
-                             world_size=config.world_size)
+                             world_size=config.world_size, **({"slurm_job_id": os.environ["SLURM_JOB_ID"],
+                                                               "slurm_nodes": os.environ.get("SLURM_JOB_NODELIST", "")}
+                                                              if os.environ.get("SLURM_JOB_ID") else {}))
         slot = wait_for_turn(config, run_dir, device)  # noqa: F841 - held for the life of the process
         rundir.update_status(run_dir, state="running", started_at=time.time(), heartbeat=time.time(),
                              queue_position=None)

@@ -38,6 +38,12 @@ Cancel, resume, delete
     ``--resume`` (the job continues from its newest complete checkpoint). :func:`delete` removes a
     run that is not queued or running.
 
+Slurm
+    With ``LAB_BACKEND=slurm`` (:mod:`.backend`) a launch submits the run with ``sbatch``
+    (:mod:`.slurm`); reconciliation asks Slurm about queued and running runs (one batched ``squeue``
+    per run list) instead of checking a pid, cancel uses ``scancel`` and waits until Slurm has ended
+    every process of the job, and delete waits until Slurm no longer runs it.
+
 Modules: :mod:`.launching` (create, launch, resume), :mod:`.reconcile` (status against the live
 process, :class:`~lib.registry.reconcile.RunView`, the run list), :mod:`.control` (cancel, delete),
 :mod:`.access` (who may do what), :mod:`.preflight` (problems a launch would hit at once).

@@ -1,4 +1,9 @@
-"""Cancel a queued or running job (its whole process tree, SIGTERM then SIGKILL) and delete a finished run."""
+"""Cancel a queued or running job (its whole process tree, SIGTERM then SIGKILL) and delete a finished run.
+
+A run on Slurm is cancelled with ``scancel`` (Slurm ends every process of the job on every node), and is
+deleted only once Slurm no longer queues or runs its job (a job that has ended may still be listed by
+``scontrol`` for a few minutes; nothing of it runs any more, so it does not hold the delete back).
+"""
 from __future__ import annotations
 
 import contextlib
@@ -12,6 +17,7 @@ from typing import Any
 
 from lib.errors import RunError
 from lib.registry import access
+from lib.registry import backend as backends
 from lib.registry.access import CLI_POLICY, Actor, Policy, cli_actor
 from lib.registry.reconcile import _reconcile
 from lib.store import rundir, slots
@@ -50,6 +56,8 @@ def _group_members(pgid: int, run: dict) -> list:
 def process_group_alive(run_dir: str | os.PathLike) -> list[int]:
     """Pids of the run's processes still alive: its process group and the job's descendants (checks, tests)."""
     run = rundir.read_run_info(run_dir)
+    if backends.run_backend(run) == backends.SLURM:
+        return []  # its processes live on the cluster's nodes; Slurm tracks them (see slurm_job_active)
     if not (run.get("pgid") or run.get("launch_pid") or run.get("pid")):
         return []
     return sorted(p.pid for p in _JobProcesses(run).members())
@@ -160,6 +168,8 @@ def cancel(run_dir: str | os.PathLike, *, grace_s: float = CANCEL_GRACE_S, by: s
         if state not in rundir.ACTIVE_STATES:
             raise RunError(f"run {run_dir.name} is already {state}; only a queued or running run can be cancelled")
         run = rundir.read_run_info(run_dir)
+        if backends.run_backend(run, status) == backends.SLURM:
+            return _cancel_slurm(run_dir, status, by=by)
         host = run.get("host")
         if host and host != socket.gethostname():
             raise RunError(f"run {run_dir.name} runs on host {host}; cancel it there "
@@ -184,6 +194,60 @@ def cancel(run_dir: str | os.PathLike, *, grace_s: float = CANCEL_GRACE_S, by: s
         return _reconcile(run_dir, rundir.read_status(run_dir), locked=True)
 
 
+SLURM_END_TIMEOUT_S = 120.0   # how long cancel waits for Slurm to end every process of the job
+
+
+def _cancel_slurm(run_dir, status: dict, *, by: str = "") -> dict:
+    """Cancel a run on Slurm (the caller holds the run's lock): record the request, ``scancel`` the job
+    (every process of it on every node gets SIGTERM, SIGKILL after the cluster's KillWait), wait until
+    Slurm no longer runs any of it, and end the run ``cancelled``."""
+    from lib.registry import slurm
+    deadline = time.monotonic() + 10.0
+    run = rundir.read_run_info(run_dir)
+    while not run.get("slurm_job_id") and time.monotonic() < deadline:
+        time.sleep(0.1)  # a submission in progress: wait for its job id
+        run = rundir.read_run_info(run_dir)
+    job_id = run.get("slurm_job_id")
+    now = time.time()
+    rundir.update_status(run_dir, cancel_requested_at=now, **({"cancelled_by": by} if by else {}))
+    info = None
+    if job_id:
+        slurm.cancel(job_id)
+        end = time.monotonic() + SLURM_END_TIMEOUT_S
+        info = slurm.job_state(job_id)
+        while info is not None and info["slurm_state"] in slurm.ACTIVE_SLURM_STATES:
+            if time.monotonic() > end:
+                raise RunError(f"Slurm has not ended job {job_id} of run {run_dir.name} after "
+                               f"{SLURM_END_TIMEOUT_S:g} s; the cancel is recorded and the run will show as "
+                               f"cancelled once Slurm has ended it (squeue -j {job_id})")
+            time.sleep(0.25)
+            info = slurm.job_state(job_id)
+    fresh = rundir.read_status(run_dir)
+    if fresh.get("state") in rundir.ACTIVE_STATES:
+        how = "Slurm ended the job before it could record it" if job_id else "it was never submitted to Slurm"
+        rundir.update_status(run_dir, state="cancelled", finished_at=time.time(), queue_position=None,
+                             cancel_requested_at=now, slurm_state=(info or {}).get("slurm_state"),
+                             slurm_end_checked=True, error={
+                                 "type": "Cancelled", "message": f"cancelled by request ({how})",
+                                 "hint": "resume it to continue from the newest checkpoint"})
+    else:
+        # written again now that the job is gone: a heartbeat of the job may have raced the first write
+        rundir.update_status(run_dir, slurm_end_checked=True, cancel_requested_at=now,
+                             **({"slurm_state": info["slurm_state"]} if info else {}))
+    return _reconcile(run_dir, rundir.read_status(run_dir), locked=True)
+
+
+def slurm_job_active(run_dir) -> str | None:
+    """The id of the run's Slurm job while Slurm still queues or runs it (ending included), else None.
+    Slurm not answering is a RunError."""
+    run = rundir.read_run_info(run_dir)
+    job_id = run.get("slurm_job_id") or rundir.read_status(run_dir).get("slurm_job_id")
+    if backends.run_backend(run) != backends.SLURM or not job_id:
+        return None
+    from lib.registry import slurm
+    return str(job_id) if slurm.is_active(job_id) else None
+
+
 def delete(run_dir: str | os.PathLike, *, actor: Actor | None = None, policy: Policy | None = None) -> None:
     """Remove a run that is not queued or running (never follows a symlink out of the runs directory).
     Permission is checked now."""
@@ -196,6 +260,13 @@ def delete(run_dir: str | os.PathLike, *, actor: Actor | None = None, policy: Po
         status = _reconcile(run_dir, rundir.read_status(run_dir), locked=True)
         if status.get("state") in rundir.ACTIVE_STATES:
             raise RunError(f"run {run_dir.name} is {status.get('state')}; cancel it before deleting it")
+        try:
+            job_id = slurm_job_active(run_dir)
+        except RunError as exc:
+            raise RunError(f"cannot delete run {run_dir.name} now: {exc}") from None
+        if job_id:
+            raise RunError(f"Slurm still runs job {job_id} of run {run_dir.name}; wait until it has ended "
+                           f"(squeue -j {job_id}), then delete the run")
         trash = root / f"{TRASH_PREFIX}{run_dir.name}-{secrets.token_hex(4)}"
         os.rename(run_dir, trash)  # atomic: the run disappears from every list at once
     shutil.rmtree(trash, ignore_errors=True)  # rmtree never follows symlinks inside the tree

@@ -3,14 +3,16 @@
 - ``LAB_MAX_ACTIVE_RUNS_PER_USER`` (default 3): queued + running runs one owner may have at once.
 - Multi-node training (``num_nodes > 1`` or a ``rdzv_endpoint``) from the browser only with an endpoint an
   admin listed in ``[lab] rendezvous_endpoints``: a rendezvous store runs code in the job (torch
-  unpickles what it returns), so nobody may point a job at a host of their choosing.
+  unpickles what it returns), so nobody may point a job at a host of their choosing. With
+  ``LAB_BACKEND=slurm`` nobody types an endpoint at all: the job's batch script puts the rendezvous on the
+  first node Slurm gave it, and a typed endpoint is refused.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from lib.config import TrainConfig
+from lib.config import TrainConfig, on_slurm
 from lib.registry.access import Actor, PermissionDenied, Policy
 from lib.store import rundir
 
@@ -47,7 +49,10 @@ def active_runs_of(runs_dir: str | os.PathLike, owner: str, *, exclude: str = ""
 def check_launch_limits(config: TrainConfig, runs_dir: str | os.PathLike, actor: Actor, policy: Policy, *,
                         resuming: str = "") -> None:
     """Raise :class:`QuotaExceeded` (or PermissionDenied) when this launch would break a limit."""
-    if actor.source != "cli" and (config.num_nodes > 1 or config.rdzv_endpoint.strip()):
+    if on_slurm() and config.rdzv_endpoint.strip():
+        raise PermissionDenied("Runs go to Slurm here, which sets up the rendezvous on the job's own first node: "
+                               "leave rdzv_endpoint empty.")
+    if actor.source != "cli" and not on_slurm() and (config.num_nodes > 1 or config.rdzv_endpoint.strip()):
         endpoint = config.rdzv_endpoint.strip()
         if not endpoint or endpoint not in policy.rendezvous_endpoints:
             allowed = ", ".join(policy.rendezvous_endpoints) or "none is configured"

@@ -6,6 +6,7 @@ with how it ended and its log tail; a live run without a recent heartbeat shows 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lib.config import run_label
+from lib.registry import backend as backends
 from lib.registry.notes import read_notes
 from lib.store import jsonl, rundir, slots
 from lib.util.fmt import num
@@ -102,20 +104,50 @@ def _mark_dead(run_dir: Path, run: dict, status: dict, now: float) -> dict:
 
 
 def _reconcile(run_dir: Path, status: dict, *, now: float | None = None, stall_after: float | None = None,
-               locked: bool = False, write: bool = True) -> dict:
-    """The status as it really is (see the module docstring). Writes ``failed`` for a run whose process is gone."""
+               locked: bool = False, write: bool = True, slurm_answer: tuple[dict, str | None] | None = None) -> dict:
+    """The status as it really is (see the module docstring). Writes ``failed`` for a run whose process is gone.
+
+    A run on Slurm is judged by what Slurm says about its job, never by a pid (``slurm_answer``: the
+    run list's one batched answer, ``(states by job id, error)``; None: ask Slurm for this run alone).
+    """
     now = time.time() if now is None else now
     stall_after = stall_after_s() if stall_after is None else stall_after
     status = dict(status or {})
     if not status:
         status = {"state": "unknown"}
     state = status.get("state")
-    derived: dict[str, Any] = {"stalled": False, "heartbeat_age_s": None, "host": None}
-    if state in rundir.ACTIVE_STATES:
+    derived: dict[str, Any] = {"stalled": False, "heartbeat_age_s": None, "host": None,
+                               "backend": backends.run_backend(None, status)}
+    slurm_queue_position = None
+    run: dict = {}
+    if derived["backend"] == backends.SLURM or state in rundir.ACTIVE_STATES:
         run = rundir.read_run_info(run_dir)
+        derived["backend"] = backends.run_backend(run, status)
+    on_slurm = derived["backend"] == backends.SLURM
+    if on_slurm:
+        derived.update(_slurm_derived(run, status))
+    if on_slurm and _slurm_recheck_cancelled(status):
+        status, note = _slurm_cancelled_check(run_dir, status, run, now, locked=locked, write=write,
+                                              slurm_answer=slurm_answer)
+        derived["slurm_note"] = note
+        derived.update({k: v for k, v in _slurm_derived(run, status).items() if k != "slurm_note"})
+        state = status.get("state")
+    if state in rundir.ACTIVE_STATES:
         derived["host"] = run.get("host")
-        live = _liveness(run_dir, status, run, now)
-        if live == "dead" and write:
+        if on_slurm:
+            status, live, extra = _slurm_liveness(run_dir, status, run, now, locked=locked, write=write,
+                                                  slurm_answer=slurm_answer)
+            if live == "relock":   # the job has ended: write that under the run's lock
+                with rundir.run_lock(run_dir, timeout=1.0, give_up=True) as held:
+                    if held:
+                        return _reconcile(run_dir, status, now=now, stall_after=stall_after, locked=True,
+                                          slurm_answer=slurm_answer)
+                live = "changing"  # someone else is changing this run right now: leave it to them
+            slurm_queue_position = extra.pop("queue_position", None)
+            derived.update(extra)
+        else:
+            live = _liveness(run_dir, status, run, now)
+        if live == "dead" and write and not on_slurm:
             if locked:
                 fresh = rundir.read_status(run_dir)
                 if fresh.get("state") in rundir.ACTIVE_STATES:
@@ -133,7 +165,7 @@ def _reconcile(run_dir: Path, status: dict, *, now: float | None = None, stall_a
                 # someone else is changing this run right now (a cancel about to record "cancelled", a
                 # resume, a delete): leave the state to them and show it as it is on disk for now
                 live = "changing"
-        elif live == "dead":
+        elif live == "dead" and not on_slurm:
             how, code = _exit_description(slots.run_processes(run, status))
             status = {**status, "state": "failed", "exit_code": code,
                       "error": {"type": "ProcessEnded", "message": f"process ended unexpectedly ({how})",
@@ -146,7 +178,11 @@ def _reconcile(run_dir: Path, status: dict, *, now: float | None = None, stall_a
             if beat is not None:
                 derived["heartbeat_age_s"] = max(0.0, now - beat)
                 derived["stalled"] = live in ("alive", "elsewhere") and now - beat > stall_after
-    if state == "queued":
+                if on_slurm and (state != "running" or derived.get("slurm_state") not in (None, "RUNNING")):
+                    derived["stalled"] = False   # waiting in Slurm's queue is not a stall
+    if state == "queued" and on_slurm:
+        status["queue_position"] = slurm_queue_position
+    elif state == "queued":
         pos = slots.queue_position(run_dir.parent, run_dir)
         status["queue_position"] = pos if pos is not None else status.get("queue_position")
     else:
@@ -158,6 +194,159 @@ def _reconcile(run_dir: Path, status: dict, *, now: float | None = None, stall_a
     status.setdefault("total_steps", None)
     status.setdefault("error", None)
     return status
+
+
+# ---------------------------------------------------------------------------------------------------
+# Runs on Slurm
+# ---------------------------------------------------------------------------------------------------
+def _slurm_derived(run: dict, status: dict) -> dict:
+    """What the run's own files say about its Slurm job (job id, nodes, Slurm's last recorded state)."""
+    return {"slurm_job_id": run.get("slurm_job_id") or status.get("slurm_job_id"),
+            "slurm_state": status.get("slurm_state"), "slurm_reason": status.get("slurm_reason"),
+            "nodes": run.get("slurm_nodes") or status.get("slurm_nodes") or "", "slurm_note": None}
+
+
+def _ask_slurm(job_id: str, slurm_answer) -> tuple[dict | None, str | None]:
+    """(Slurm's state of the job or None when Slurm does not know it, None) or (None, why Slurm did not answer)."""
+    from lib.errors import RunError
+    from lib.registry import slurm
+    if slurm_answer is not None:
+        states, error = slurm_answer
+        if error:
+            return None, error
+        if job_id in states:
+            return states[job_id], None
+    try:
+        return slurm.job_state(job_id), None
+    except RunError as exc:
+        return None, str(exc)
+
+
+def _not_answering(error: str) -> str:
+    return f"Slurm did not answer, so this shows what the run's own files say: {error}"
+
+
+def _slurm_end(info: dict | None, job_id: str | None, status: dict) -> tuple[str, str, dict]:
+    """(state, message, extra status keys) for a run whose Slurm job has ended (or is unknown to Slurm)."""
+    from lib.registry import slurm
+    if not job_id:
+        return "failed", "the job was never submitted to Slurm (the launch was interrupted)", {}
+    if info is None:
+        return "failed", slurm.lost_reason(job_id), {"slurm_state": None, "slurm_reason": None}
+    extra = {"slurm_state": info["slurm_state"], "slurm_reason": info["reason"], "exit_code": info.get("exit_code")}
+    if info.get("nodes"):
+        extra["slurm_nodes"] = info["nodes"]
+    if status.get("cancel_requested_at") and info["slurm_state"] in ("CANCELLED", "COMPLETED", "FAILED"):
+        return "cancelled", "cancelled by request (Slurm ended the job)", extra
+    if info["state"] == slurm.FINISHED:
+        return "failed", (f"Slurm reports job {job_id} as completed, but the run did not record an end "
+                          f"(its log may say why)"), extra
+    return "failed", info["reason"] or f"Slurm reports job {job_id} as {info['slurm_state']}", extra
+
+
+def _write_slurm_end(run_dir: Path, job_id: str | None, state: str, message: str, extra: dict, now: float) -> dict:
+    tail = rundir.tail_text(run_dir / rundir.LOG, LOG_TAIL_BYTES)
+    if state == "cancelled":
+        error = {"type": "Cancelled", "message": message, "hint": "resume it to continue from the newest checkpoint"}
+    else:
+        error = {"type": "SlurmJobEnded", "message": message, "slurm_job_id": job_id,
+                 "hint": "Resume the run to continue from its newest complete checkpoint. The end of its log "
+                         "(below) may say more.", "log_tail": tail}
+    # (no slurm_end_checked: should the job still record "cancelled" on its way out, the next read looks again)
+    return rundir.update_status(run_dir, state=state, finished_at=now, error=error, queue_position=None,
+                                reconciled_at=now, reconciled_by=socket.gethostname(), **extra)
+
+
+def _slurm_liveness(run_dir: Path, status: dict, run: dict, now: float, *, locked: bool, write: bool,
+                    slurm_answer) -> tuple[dict, str, dict]:
+    """For a queued or running run on Slurm: (status, liveness, derived keys).
+
+    Liveness is ``alive`` (Slurm queues or runs the job), ``starting`` (being submitted), ``elsewhere``
+    (Slurm did not answer: the files are shown as they are),
+    ``relock`` (the job ended: call again holding the run's lock) or ``ended`` (the end was written, or is
+    shown).
+    """
+    from lib.registry import slurm
+    job_id = run.get("slurm_job_id") or status.get("slurm_job_id")
+    extra: dict[str, Any] = {}
+    info = None
+    if not job_id:
+        started = num(run.get("launch_started_at")) or num(status.get("enqueued_at")) or num(status.get("created_at"))
+        if started is None or now - started < LAUNCH_GRACE_S:
+            return status, "starting", extra
+    else:
+        info, error = _ask_slurm(str(job_id), slurm_answer)
+        if error:
+            extra["slurm_note"] = _not_answering(error)
+            return status, "elsewhere", extra
+        if info and info["slurm_state"] in slurm.ACTIVE_SLURM_STATES:
+            extra.update(slurm_state=info["slurm_state"], slurm_reason=info["reason"],
+                         queue_position=info.get("queue_position"))
+            if info.get("nodes"):
+                extra["nodes"] = info["nodes"]
+            return status, "alive", extra
+    state, message, keys = _slurm_end(info, job_id, status)
+    if not write:
+        shown = {**status, "state": state, "error": {"type": "SlurmJobEnded", "message": message}, **keys}
+        return shown, "ended", {k: v for k, v in keys.items() if k.startswith("slurm_")}
+    if not locked:
+        return status, "relock", extra
+    fresh = rundir.read_status(run_dir)
+    fresh_job = rundir.read_run_info(run_dir).get("slurm_job_id") or fresh.get("slurm_job_id")
+    if fresh.get("state") not in rundir.ACTIVE_STATES or fresh_job != job_id:
+        return fresh, "ended", {}   # the job wrote its own end meanwhile, or a resume submitted a new job
+    written = _write_slurm_end(run_dir, job_id, state, message, keys, now)
+    return written, "ended", {k: v for k, v in keys.items() if k.startswith("slurm_")}
+
+
+def _slurm_recheck_cancelled(status: dict) -> bool:
+    """A run the job itself recorded as ``cancelled`` (it got SIGTERM) without a cancel from the lab:
+    Slurm may have ended it (time limit, memory, preemption, an scancel outside the lab)."""
+    return (status.get("state") == "cancelled" and not status.get("cancel_requested_at")
+            and not status.get("slurm_end_checked") and bool(status.get("slurm_job_id")))
+
+
+def _slurm_cancelled_check(run_dir: Path, status: dict, run: dict, now: float, *, locked: bool, write: bool,
+                           slurm_answer) -> tuple[dict, str | None]:
+    """Turn such a run into ``failed`` with Slurm's reason once Slurm says how its job ended."""
+    from lib.registry import slurm
+    job_id = str(run.get("slurm_job_id") or status.get("slurm_job_id"))
+    info, error = _ask_slurm(job_id, slurm_answer)
+    if error:
+        return status, _not_answering(error)
+    if info and info["slurm_state"] in slurm.ACTIVE_SLURM_STATES:
+        return status, None            # still ending: look again next time
+    if info is None or info["state"] == slurm.FINISHED:
+        changes = {"slurm_end_checked": True}
+    else:
+        changes = {"state": "failed", "slurm_state": info["slurm_state"], "slurm_reason": info["reason"],
+                   "slurm_end_checked": True, "error": {
+                       "type": "SlurmJobEnded", "message": info["reason"] or f"Slurm ended job {job_id}",
+                       "slurm_job_id": job_id, "hint": "Resume the run to continue from its newest complete "
+                       "checkpoint.", "log_tail": rundir.tail_text(run_dir / rundir.LOG, LOG_TAIL_BYTES)}}
+    if not write:
+        return {**status, **changes}, None
+    with contextlib.ExitStack() as stack:
+        if not locked:
+            held = stack.enter_context(rundir.run_lock(run_dir, timeout=1.0, give_up=True))
+            if not held:
+                return status, None
+        fresh = rundir.read_status(run_dir)
+        if not _slurm_recheck_cancelled(fresh) or str(fresh.get("slurm_job_id")) != job_id:
+            return fresh, None
+        return rundir.update_status(run_dir, reconciled_at=now, reconciled_by=socket.gethostname(), **changes), None
+
+
+def _slurm_jobs_to_ask(run_dir: Path) -> str | None:
+    """The Slurm job id the run list must ask about for this run (None: the files are enough)."""
+    status = rundir.read_status(run_dir)
+    if status.get("state") not in rundir.ACTIVE_STATES and not _slurm_recheck_cancelled(status):
+        return None
+    run = rundir.read_run_info(run_dir)
+    if backends.run_backend(run, status) != backends.SLURM:
+        return None
+    job_id = run.get("slurm_job_id") or status.get("slurm_job_id")
+    return str(job_id) if job_id else None
 
 
 def get_status(run_dir: str | os.PathLike, *, now: float | None = None, stall_after: float | None = None) -> dict:
@@ -228,6 +417,11 @@ class RunView:
     final_metrics: dict
     status: dict = field(repr=False)
     config: dict = field(repr=False)
+    backend: str = "local"
+    slurm_job_id: str | None = None
+    slurm_state: str | None = None
+    slurm_reason: str | None = None
+    nodes: str = ""
     note: str = ""                 # notes.json (lib.registry.notes): user text, shown as text
     tags: tuple[str, ...] = ()
 
@@ -283,7 +477,32 @@ def view(run_dir: str | os.PathLike, status: dict | None = None, *, now: float |
         finished_at=finished, duration_s=duration, best_eval_accuracy=best,
         queue_position=position if isinstance(position, int) else None,
         error=status.get("error") if isinstance(status.get("error"), dict) else None,
-        final_metrics=final, status=status, config=config, note=notes["note"], tags=tuple(notes["tags"]))
+        final_metrics=final, status=status, config=config,
+        backend=str(status.get("backend") or backends.LOCAL),
+        slurm_job_id=str(status["slurm_job_id"]) if status.get("slurm_job_id") else None,
+        slurm_state=status.get("slurm_state"), slurm_reason=status.get("slurm_reason"),
+        nodes=str(status.get("nodes") or status.get("slurm_nodes") or ""),
+        note=notes["note"], tags=tuple(notes["tags"]))
+
+
+def _slurm_answer(run_dirs: list[Path]) -> tuple[dict, str | None] | None:
+    """One batched question to Slurm for every run on Slurm that needs it: (states by job id, error)."""
+    from lib.errors import RunError
+    ids = []
+    for run_dir in run_dirs:
+        try:
+            job_id = _slurm_jobs_to_ask(run_dir)
+        except OSError:
+            continue
+        if job_id:
+            ids.append(job_id)
+    if not ids:
+        return None
+    from lib.registry import slurm
+    try:
+        return slurm.job_states(ids), None
+    except RunError as exc:
+        return {}, str(exc)
 
 
 def list_runs(runs_dir: str | os.PathLike | None = None, *, now: float | None = None) -> list[RunView]:
@@ -291,9 +510,12 @@ def list_runs(runs_dir: str | os.PathLike | None = None, *, now: float | None = 
     runs_dir = Path(runs_dir) if runs_dir else rundir.default_runs_dir()
     now = time.time() if now is None else now
     rows = []
-    for run_dir in rundir.iter_run_dirs(runs_dir):
+    run_dirs = list(rundir.iter_run_dirs(runs_dir))
+    answer = _slurm_answer(run_dirs)
+    for run_dir in run_dirs:
         try:
-            rows.append(view(run_dir, get_status(run_dir, now=now), now=now))
+            status = _reconcile(run_dir, rundir.read_status(run_dir), now=now, slurm_answer=answer)
+            rows.append(view(run_dir, status, now=now))
         except OSError:
             continue  # deleted while we looked
     rows.sort(key=lambda r: r.run_id, reverse=True)  # ids start with the UTC creation time

@@ -5,7 +5,8 @@ an upload can fill it. The page passes the session state in; nothing here keeps 
 
 Multi-node fields (``num_nodes``, ``node_rank``, ``rdzv_endpoint``) appear only when an admin listed
 rendezvous endpoints (``[lab] rendezvous_endpoints``); then ``rdzv_endpoint`` is a choice among them.
-A field that is not offered keeps TrainConfig's default, whatever the session state holds.
+A field that is not offered keeps TrainConfig's default, whatever the session state holds. When runs go
+to Slurm, ``num_nodes`` is offered and the other two never are (Slurm's node list gives the rendezvous).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from collections.abc import MutableMapping
 
 import streamlit as st
 
-from lib.config import GROUPS, TrainConfig, field_info, field_names
+from lib.config import GROUPS, TrainConfig, field_info, field_names, on_slurm
 from lib.errors import ConfigError
 from lib.registry.access import Policy
 from pages.ui.text import plain
@@ -37,6 +38,8 @@ def offered(name: str, policy: Policy) -> bool:
     """Whether the form shows this field to a visitor under this policy."""
     if name in NOT_IN_FORM:
         return False
+    if on_slurm():  # Slurm picks the nodes and the job finds its rendezvous on the first one
+        return name not in ("node_rank", "rdzv_endpoint")
     return name not in MULTI_NODE or bool(policy.rendezvous_endpoints)
 
 
@@ -159,7 +162,10 @@ def render(state: MutableMapping, errors: dict[str, str], policy: Policy, *, dat
         with st.expander(f"{group} · {n_err} to fix" if n_err else group, expanded=group in ALWAYS_OPEN or n_err > 0):
             if group == "Data" and data_extra is not None:
                 data_extra()
-            if group == "Hardware" and not policy.rendezvous_endpoints:
+            if group == "Hardware" and on_slurm():
+                st.caption("Runs go to Slurm: num nodes asks Slurm for that many machines, and the job sets up "
+                           "training across them by itself.")
+            elif group == "Hardware" and not policy.rendezvous_endpoints:
                 st.caption("Training on several machines is not offered here: an admin allows it by listing "
                            "rendezvous endpoints ([lab] rendezvous_endpoints).")
             cols = st.columns(2)

@@ -4,7 +4,8 @@ Rows come from :func:`lib.registry.reconcile.list_runs` (one :class:`RunView` pe
 button works through a callback that asks the registry to act with the session's actor and the server's
 policy at that moment (:mod:`lib.registry.access` decides; a refusal is shown as text). The buttons are
 also disabled with the reason beforehand, and in read-only mode they are not offered at all, except to
-admins who signed in.
+admins who signed in. With ``LAB_BACKEND=slurm`` the table has a Slurm job column, and the picked run
+says what Slurm reports about its job (state, place in the queue, reason, nodes).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import streamlit as st
 from lib.errors import LabError
 from lib.readers import metrics, progress
 from lib.registry import access, control, launching, reconcile
+from lib.registry import backend as backends
 from lib.registry.access import Actor, Policy
 from lib.registry.reconcile import RunView
 from lib.store import rundir
@@ -56,10 +58,21 @@ def _rss(run: RunView) -> float | None:
     return reading.get("rss_mb") if reading else None
 
 
-def table_rows(runs: list[RunView]) -> list[dict]:
-    """The Train page's run table."""
+def slurm_column(runs: list[RunView]) -> bool:
+    """Whether the run table has a Slurm job column: runs go to Slurm, or some run went there."""
+    try:
+        if backends.is_slurm():
+            return True
+    except LabError:
+        pass
+    return any(r.backend == backends.SLURM for r in runs)
+
+
+def table_rows(runs: list[RunView], *, job_column: bool = False) -> list[dict]:
+    """The Train page's run table (with the Slurm job id after the run id when ``job_column``)."""
     return [{
-        "run": r.run_id, "label": r.label, "owner": r.owner, "state": state_text(r),
+        "run": r.run_id, **({"Slurm job": r.slurm_job_id or ""} if job_column else {}),
+        "label": r.label, "owner": r.owner, "state": state_text(r),
         "progress": r.progress if r.progress is not None else 0.0,
         "steps": f"{r.step}/{r.total_steps}" if r.total_steps else "", "ETA": _eta(r),
         "model": r.model, "dataset": r.dataset, "started": format_time(r.started_at, missing=""),
@@ -127,7 +140,30 @@ def _reasons(run: RunView, actor: Actor, policy: Policy) -> dict[str, str | None
     }
 
 
+def _slurm_notes(run: RunView) -> None:
+    """What Slurm says about an active run's job: its state, why it waits, its place in the queue."""
+    if run.status.get("slurm_note"):
+        st.warning(plain(run.status["slurm_note"]), icon=":material/cloud_off:")
+    if not run.active:
+        return
+    if not run.slurm_job_id:
+        st.caption("Being submitted to Slurm…")
+        return
+    parts = [f"Slurm job {run.slurm_job_id}"]
+    if run.slurm_state:
+        parts.append(run.slurm_state.lower())
+    if run.queue_position:
+        parts.append(f"#{run.queue_position} in the queue")
+    if run.slurm_reason:
+        parts.append(run.slurm_reason)
+    if run.nodes:
+        parts.append(f"on {run.nodes}")
+    st.caption(plain(" · ".join(parts)))
+
+
 def _run_notes(run: RunView) -> None:
+    if run.backend == backends.SLURM:
+        _slurm_notes(run)
     if run.error:
         st.error(plain(f"{run.error.get('message', '')} {run.error.get('hint', '')}".strip()),
                  icon=":material/error:")
@@ -179,7 +215,7 @@ def run_panel(runs_dir: Path, on_clone: Callable[[str], None]) -> None:
     if not runs:
         st.info("No runs yet. Launch one above.")
         return
-    st.dataframe(table_rows(runs), hide_index=True, key="tr_run_table", column_config={
+    st.dataframe(table_rows(runs, job_column=slurm_column(runs)), hide_index=True, key="tr_run_table", column_config={
         "progress": PROGRESS_COLUMN, "best accuracy": st.column_config.NumberColumn("best accuracy", format="%.3f"),
         "memory (MB)": st.column_config.NumberColumn("memory (MB)", format="%.0f",
                                                      help="A running job's resident memory, from its last reading")})

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from lib.registry import backend as backends
 from lib.registry.access import Actor, Policy
 from lib.sources import hub
 from lib.util import sysinfo
@@ -42,6 +43,9 @@ def draw(runs_dir: Path, actor: Actor, policy: Policy) -> None:
     """Draw the shared sidebar (call it inside ``with st.sidebar``)."""
     st.caption("Runs directory")
     st.code(str(runs_dir), language=None)
+    warning = backends.startup_warning(runs_dir)  # under Slurm: a folder the other nodes cannot see
+    if warning:
+        st.warning(plain(warning), icon=":material/warning:")
     _who(actor, policy)
     if policy.read_only:
         st.caption(":material/visibility: Read-only lab: nothing can be launched, cancelled, resumed or deleted "

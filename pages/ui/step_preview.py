@@ -3,7 +3,6 @@ checkpoints (from :mod:`lib.job.steps`), and the exact command the job will run.
 from __future__ import annotations
 
 import shlex
-from pathlib import Path
 
 import streamlit as st
 
@@ -11,6 +10,7 @@ from lib.config import TrainConfig, field_info
 from lib.errors import LabError
 from lib.job import steps
 from lib.registry import launching
+from pages.ui import session
 from pages.ui.text import plain
 
 UNKNOWN_SIZE_GUESS = 25_000          # the size of IMDb's training split
@@ -55,6 +55,15 @@ def preview(config: TrainConfig, n_samples: int | None) -> None:
         st.warning(plain(exc))
     except Exception as exc:  # noqa: BLE001 - the preview must never break the form
         st.warning(plain(f"No step preview for these settings ({type(exc).__name__}: {exc})."))
-    argv = launching.job_command(config, Path("<runs-dir>") / "<new-run-id>")
-    st.caption("The command the job will run (in its own process, with the settings saved in the run's config.json):")
+    try:
+        where, argv = launching.preview_command(config, session.runs_dir())
+    except LabError as exc:
+        st.warning(plain(exc))
+        return
+    if where == "slurm":
+        st.caption("The command that submits the job to Slurm (the batch script then starts the training, "
+                   "with the settings saved in the run's config.json):")
+    else:
+        st.caption("The command the job will run (in its own process, with the settings saved in the run's "
+                   "config.json):")
     st.code(shlex.join(argv), language="bash")
