@@ -141,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(rundir.dumps([_row_json(r) for r in rows], indent=2))
             elif rows:
                 _print_table(rows, job_column=backends.is_slurm() or any(r.backend == backends.SLURM for r in rows))
-                notes = {r.status.get("slurm_note") for r in rows if r.status.get("slurm_note")}
-                for note in sorted(notes):
+                slurm_notes = {r.status.get("slurm_note") for r in rows if r.status.get("slurm_note")}
+                for note in sorted(slurm_notes):
                     print(f"note: {note}", file=sys.stderr)
             else:
                 print(f"no runs in {runs_dir}", file=sys.stderr)
