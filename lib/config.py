@@ -9,6 +9,7 @@ into the field's type.
 from __future__ import annotations
 
 import ast
+import codecs
 import dataclasses
 import json
 import math
@@ -38,6 +39,8 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 MAX_STEPS = 10_000_000
 MAX_SAMPLES = 10_000_000
 MAX_CHECKPOINTS = 50
+MAX_LABELS = 50          # classes a run may have (label_names and the distinct values of the label column)
+DEFAULT_LABEL_NAMES = ["NEGATIVE", "POSITIVE"]
 _ENDPOINT_RE = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?):(\d{1,5})$")
 
 
@@ -70,9 +73,15 @@ class TrainConfig:
                       "'imdb', a local CSV/TSV/JSONL/Parquet file, or an aclImdb folder.")
     test_file: str = _f("", "Data", "Optional separate evaluation file for a local training file.")
     text_column: str = _f("text", "Data", "Column that holds the review text.")
-    label_column: str = _f("label", "Data", "Column that holds the label (0/1, pos/neg, positive/negative).")
-    label_names: list = _f(["NEGATIVE", "POSITIVE"], "Data", "Names for label 0 and label 1, as the exported "
-                           "model will answer them.")
+    label_column: str = _f("label", "Data", "Column that holds the label: 0/1, pos/neg, positive/negative for "
+                           "sentiment, or 2 to 50 classes of your own (text or whole numbers).")
+    label_names: list = _f(list(DEFAULT_LABEL_NAMES), "Data", "Names of the classes in order, label 0 first, as "
+                           "the exported model will answer them. Two names for sentiment (0/1, neg/pos and "
+                           "negative/positive are understood); up to 50 names for more classes. With the "
+                           "default, data with three or more different labels keeps its own label names.")
+    encoding: str = _f("auto", "Data", "Text encoding of a CSV/TSV/JSON file: auto (UTF-8 with or without BOM, "
+                       "else Windows-1252, as spreadsheets save it), or a codec name such as utf-8, cp1252, "
+                       "latin-1 or utf-16.")
     eval_fraction: float = _f(0.2, "Data", "Share held out for evaluation when the data has only one split "
                               "(seeded and stratified).", min=0.01, max=0.9)
     max_train_samples: int | None = _f(None, "Data", "Train on a seeded random subset of this many reviews "
@@ -187,11 +196,10 @@ class TrainConfig:
                 errs[f.name] = msg
         if errs:
             return errs
-        if len(self.label_names) != 2:
-            errs["label_names"] = f"label_names must name exactly two labels, got {len(self.label_names)}"
-        elif len({str(x).strip().lower() for x in self.label_names}) != 2 or any(
-                not str(x).strip() for x in self.label_names):
-            errs["label_names"] = f"label_names must be two different, non-empty names, got {self.label_names}"
+        errs.update(_check_label_names(self.label_names))
+        if self.encoding.strip().lower() != "auto" and text_codec(self.encoding) is None:
+            errs["encoding"] = (f"encoding {_describe(self.encoding)} is not a text encoding Python knows; use "
+                                "auto, utf-8, cp1252 (Windows-1252), latin-1, utf-16 or another codec name")
         if not self.dataset.strip():
             errs["dataset"] = "dataset must not be empty: use 'demo' for the built-in reviews"
         if not self.model.strip():
@@ -234,7 +242,7 @@ class TrainConfig:
         if self.node_rank >= self.num_nodes:
             errs["node_rank"] = f"node_rank must be below num_nodes ({self.num_nodes}), got {self.node_rank}"
         for name in ("run_name", "owner", "dataset", "test_file", "model", "text_column", "label_column",
-                     "teacher", "rdzv_endpoint"):
+                     "teacher", "rdzv_endpoint", "encoding"):
             value = getattr(self, name)
             if "\x00" in value:
                 errs[name] = f"{name} contains a NUL byte; remove it"
@@ -373,6 +381,32 @@ def _sweep_errors(config: TrainConfig) -> dict[str, str]:
                 isinstance(value, str) and len(value) > 500):
             errs["sweep_point"] = f"sweep_point value of {key} must be a short number, text or true/false"
     return errs
+
+
+def text_codec(name: str) -> str | None:
+    """The canonical Python name of a text encoding (``"Latin-1"`` -> ``"latin-1"``), or None when
+    ``name`` is not a codec or not one that turns bytes into text (such as ``base64``)."""
+    try:
+        info = codecs.lookup(str(name).strip())
+    except (LookupError, TypeError, ValueError):
+        return None
+    return info.name if getattr(info, "_is_text_encoding", True) else None
+
+
+def _check_label_names(names: list) -> dict[str, str]:
+    if not 2 <= len(names) <= MAX_LABELS:
+        return {"label_names": f"label_names must name 2 to {MAX_LABELS} labels (label 0 first), got {len(names)}"}
+    if any(not str(x).strip() for x in names):
+        return {"label_names": f"label_names must not contain an empty name, got {names}"}
+    folded = [str(x).strip().lower() for x in names]
+    repeated = sorted({n for n in folded if folded.count(n) > 1})
+    if repeated:
+        return {"label_names": f"label_names must be different names (letter case aside); {', '.join(repeated)} "
+                               f"appears more than once in {names}"}
+    long = [n for n in names if len(str(n)) > 100]
+    if long:
+        return {"label_names": f"label names must be under 100 characters; {str(long[0])[:40]!r}... is longer"}
+    return {}
 
 
 def on_slurm() -> bool:

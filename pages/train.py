@@ -23,7 +23,7 @@ from pages.ui.upload_picker import upload_picker
 
 REFRESH_S = 2.0                  # the run table refreshes itself this often
 FLASH_KEY = "tr_flash"
-DATA_FIELDS = ("dataset", "test_file", "text_column", "label_column", "label_names", "eval_fraction",
+DATA_FIELDS = ("dataset", "test_file", "text_column", "label_column", "label_names", "encoding", "eval_fraction",
                "max_train_samples", "max_eval_samples", "strip_html", "seed", "max_length")
 
 

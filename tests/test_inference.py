@@ -249,7 +249,7 @@ def test_predict_frame_and_uploads(predictor, tmp_path):
     table = batch.upload_columns(tmp_path, b"id,review\n1,good\n2,bad\n", "x.csv")
     assert table["review"].tolist() == ["good", "bad"]
     bad_uploads = [(b"", "a.csv", "empty"), (b"\x00\x01\x02binary", "a.csv", "binary"),
-                   (b"review\ncaf\xe9\n", "a.csv", "UTF-8"), (b"a,b\n1,2,3\n", "a.csv", "fields"),
+                   (b"review\ncaf\xe9 \x81\n", "a.csv", "UTF-8"), (b"a,b\n1,2,3\n", "a.csv", "fields"),
                    (b"x", "a.exe", "upload a .csv")]
     for data, name, message in bad_uploads:
         with pytest.raises(DataError, match=message):

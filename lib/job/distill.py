@@ -125,6 +125,18 @@ def narrow_student(teacher, layers: int, hidden: int, heads: int | None, interme
     return student, {"copied": copied, "total": len(state), "skipped": skipped[:50]}
 
 
+def check_teacher_labels(teacher_dir: Path, label_names: list[str]) -> None:
+    """The teacher must answer the same classes as the data (same number; names in the same order)."""
+    cfg = rundir.read_json(Path(teacher_dir) / "config.json") or {}
+    id2label = cfg.get("id2label") or {}
+    n = int(cfg.get("num_labels") or len(id2label) or 2)
+    if n != len(label_names):
+        teacher_names = [str(id2label.get(str(i), i)) for i in range(n)]
+        raise ConfigError({"teacher": f"the teacher answers {n} classes ({', '.join(teacher_names)}) but this data "
+                                      f"has {len(label_names)} ({', '.join(map(str, label_names))}); distil on data "
+                                      "with the teacher's classes"})
+
+
 def build_student(config, teacher_dir: Path, label_names: list[str]):
     """The student the config asks for: the teacher (``model='teacher'``) or another BERT cut to
     ``student_layers`` layers, or, with ``student_hidden_size``, a new narrower BERT initialised from the

@@ -237,7 +237,9 @@ def write_run_json(run_dir: Path, argv: list[str], **extra: Any) -> dict:
     return existing
 
 
-def compute_metrics_fn():
+def compute_metrics_fn(label_names: list[str] | None = None):
+    """The Trainer's compute_metrics: today's binary metrics for two classes; for more, accuracy, macro
+    precision/recall/F1 (``eval_f1`` is macro-F1), one-vs-rest ROC-AUC and per-class metrics."""
     import numpy as np
 
 
@@ -248,7 +250,9 @@ def compute_metrics_fn():
         logits = np.asarray(logits, dtype=np.float64)
         exp = np.exp(logits - logits.max(axis=1, keepdims=True))
         probs = exp / exp.sum(axis=1, keepdims=True)
-        return classification_metrics(labels, probs.argmax(axis=1), probs[:, 1])
+        if probs.shape[1] <= 2:
+            return classification_metrics(labels, probs.argmax(axis=1), probs[:, 1])
+        return classification_metrics(labels, probs.argmax(axis=1), probs=probs, label_names=label_names)
     return compute
 
 
@@ -392,6 +396,7 @@ def run_job(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> dict
     # 1. Data: DatasetDict with train (seeded shuffle when subset) and test (dataset order).
     loaded = load_data(config)
     train_ds, eval_ds = loaded.dataset["train"], loaded.dataset["test"]
+    label_names = list(loaded.info.get("label_names") or config.label_names)  # the data's classes, in id order
     if main_process:
         rundir.atomic_write_json(run_dir / rundir.DATA_INFO, loaded.info)
         print(f"[lab] data: {loaded.info.get('description', '')} — train {len(train_ds)}, eval {len(eval_ds)}",
@@ -400,7 +405,7 @@ def run_job(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> dict
     # 2. Baseline on the same split.
     if main_process and not (run_dir / rundir.BASELINE).exists():
         base = tfidf_baseline(train_ds["text"], train_ds["label"], eval_ds["text"], eval_ds["label"],
-                              seed=config.seed)
+                              seed=config.seed, label_names=label_names)
         rundir.atomic_write_json(run_dir / rundir.BASELINE, base)
         print(f"[lab] TF-IDF baseline accuracy {base['accuracy']:.4f} ({base['seconds']} s)", flush=True)
 
@@ -411,7 +416,8 @@ def run_job(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> dict
         teacher_dir = distill.resolve_teacher(config.teacher, run_dir.parent)
         tokenizer = load_tokenizer(str(teacher_dir) if config.model == "teacher" or config.student_hidden_size
                                    else config.model)
-        model, student_note = distill.build_student(config, teacher_dir, config.label_names)
+        distill.check_teacher_labels(teacher_dir, label_names)
+        model, student_note = distill.build_student(config, teacher_dir, label_names)
         logits = distill.teacher_logits(run_dir, teacher_dir, train_ds["text"], config.max_length)
         loaded.dataset["train"] = train_ds.add_column("teacher_logits", [row.tolist() for row in logits])
         print(f"[lab] distilling {teacher_dir} into {student_note} (T={config.temperature}, alpha={config.alpha})",
@@ -419,7 +425,7 @@ def run_job(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> dict
         trainer_extra["remove_unused_columns"] = False
     else:
         tokenizer = load_tokenizer(config.model)
-        model = load_model(config.model, config.label_names, seed=config.seed)
+        model = load_model(config.model, label_names, seed=config.seed)
 
     # 4. Tokenize: map(batched=True) keeps text and label beside input_ids/attention_mask.
     tokenized = tokenize_dataset(loaded.dataset, tokenizer, config,
@@ -452,7 +458,8 @@ def run_job(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> dict
         callbacks.append(stopper)
     trainer = LabTrainer(model=model, args=args, train_dataset=tokenized["train"],
                          eval_dataset=eval_tokenized if config.eval_strategy != "no" else None,
-                         processing_class=tokenizer, data_collator=collator, compute_metrics=compute_metrics_fn(),
+                         processing_class=tokenizer, data_collator=collator,
+                         compute_metrics=compute_metrics_fn(label_names),
                          callbacks=callbacks)
     trainer.lab_train_lengths = (list(tokenized["train"].with_format(None)["length"]) if config.group_by_length
                                  else None)
@@ -516,13 +523,17 @@ def write_predictions(run_dir: Path, eval_ds, probs) -> None:
 
 
 def model_card(config: TrainConfig, info: dict, final: dict, baseline: dict | None) -> str:
+    from lib.job.baseline import class_keys
+    names = [str(n) for n in (info.get("label_names") or config.label_names)]
+    what = ("A binary sentiment classifier" if len(names) == 2
+            else f"A text classifier with {len(names)} classes")
     lines = [
         "---", "library_name: transformers", "pipeline_tag: text-classification", "---", "",
         f"# {config.label}", "",
-        "A binary sentiment classifier fine-tuned with BERT Sentiment Lab.", "",
+        f"{what} fine-tuned with BERT Sentiment Lab.", "",
         "## Data", "", f"- {info.get('description', config.dataset)}",
         f"- train rows: {info.get('rows', {}).get('train', '?')}, eval rows: {info.get('rows', {}).get('test', '?')}",
-        f"- labels: {', '.join(f'{i} = {n}' for i, n in enumerate(config.label_names))}", "",
+        f"- labels: {', '.join(f'{i} = {n}' for i, n in enumerate(names))}", "",
         "## Settings", "", f"- base model: `{config.model}`",
         f"- epochs {config.num_train_epochs}, batch {config.per_device_train_batch_size} per device, gradient "
         f"accumulation {config.gradient_accumulation_steps}, learning rate {config.learning_rate}",
@@ -530,11 +541,23 @@ def model_card(config: TrainConfig, info: dict, final: dict, baseline: dict | No
         f"- seed {config.seed}", "", "## Results on the eval split", "", "| metric | model | TF-IDF baseline |",
         "| --- | --- | --- |",
     ]
+    shown = {"f1": "macro-F1", "precision": "macro precision", "recall": "macro recall",
+             "roc_auc": "ROC-AUC (one-vs-rest, macro)"} if len(names) > 2 else {}
     for key in ("accuracy", "f1", "precision", "recall", "roc_auc"):
         value = final.get(f"eval_{key}")
         base = (baseline or {}).get(key)
         if value is not None:
-            lines.append(f"| {key} | {value:.4f} | {base:.4f} |" if base is not None else f"| {key} | {value:.4f} | |")
+            name = shown.get(key, key)
+            base_text = f" {base:.4f} " if base is not None else " "
+            lines.append(f"| {name} | {value:.4f} |{base_text}|")
+    if len(names) > 2:
+        counts = {c.get("id"): c.get("test") for c in info.get("classes") or [] if isinstance(c, dict)}
+        lines += ["", "## Per class (eval split)", "", "| class | precision | recall | F1 | eval reviews |",
+                  "| --- | --- | --- | --- | --- |"]
+        for i, (name, key) in enumerate(zip(names, class_keys(names))):
+            cells = [final.get(f"eval_{m}_{key}") for m in ("precision", "recall", "f1")]
+            text = " | ".join(f"{v:.4f}" if isinstance(v, (int, float)) else "" for v in cells)
+            lines.append(f"| {name} | {text} | {counts.get(i, '')} |")
     lines += ["", "## Use", "", "```python", "from transformers import pipeline",
               "clf = pipeline(\"text-classification\", model=\"path/to/this/folder\")",
               "clf(\"A warm, funny and beautifully acted film.\")", "```", ""]

@@ -250,7 +250,8 @@ def dry_run(config: TrainConfig, work: Path, budget_s: float, until: float | Non
     LabTrainer = make_trainer_class()
     collator = DataCollatorWithPadding(tokenizer) if config.padding == "dynamic" else None
     trainer = LabTrainer(model=model, args=args, train_dataset=tokenized["train"], eval_dataset=tokenized["test"],
-                         processing_class=tokenizer, data_collator=collator, compute_metrics=compute_metrics_fn(),
+                         processing_class=tokenizer, data_collator=collator,
+                         compute_metrics=compute_metrics_fn(config.label_names),
                          callbacks=[Clock()])
     trainer.lab_train_lengths = (list(tokenized["train"].with_format(None)["length"]) if config.group_by_length
                                  else None)

@@ -101,7 +101,7 @@ def estimate_train_samples(config: TrainConfig) -> int | None:
             from lib.sources.tables import read_table
             path = Path(dataset).expanduser()
             if path.is_file():
-                rows = len(read_table(path, text_column=config.text_column))
+                rows = len(read_table(path, text_column=config.text_column, encoding=config.encoding))
                 n = rows if config.test_file.strip() else rows - max(1, round(rows * config.eval_fraction))
         except Exception:  # noqa: BLE001
             n = None

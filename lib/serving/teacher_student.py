@@ -16,9 +16,14 @@ from lib.serving.predictor import Predictor
 from lib.store import rundir
 
 
-def _metrics(preds: list[dict]) -> dict:
+def _metrics(preds: list[dict], label_names: list[str] | None = None) -> dict:
+    """Today's binary metrics for two classes; accuracy, macro precision/recall/F1 and per-class scores for more."""
     labels = [p["label"] for p in preds]
-    return classification_metrics(labels, [p["pred"] for p in preds], [p["probs"][1] for p in preds])
+    probs = [p["probs"] for p in preds]
+    if len(probs[0]) <= 2:
+        return classification_metrics(labels, [p["pred"] for p in preds], [row[1] for row in probs])
+    return classification_metrics(labels, [p["pred"] for p in preds], probs=probs,
+                                  label_names=label_names or [str(i) for i in range(len(probs[0]))])
 
 
 def teacher_of(student_dir: Path) -> Path:
@@ -37,8 +42,10 @@ def quality_and_size(teacher_dir: Path, student_dir: Path) -> dict:
     if not t_preds or not s_preds:
         raise RunError("both runs need eval predictions (finished runs) to be compared")
     same_split = [p["text"] for p in t_preds] == [p["text"] for p in s_preds]
-    out: dict = {"same_eval_split": same_split, "eval_size": len(s_preds)}
-    out["teacher"], out["student"] = _metrics(t_preds), _metrics(s_preds)
+    from lib.readers.predictions import run_label_names
+    names = run_label_names(student_dir)
+    out: dict = {"same_eval_split": same_split, "eval_size": len(s_preds), "label_names": names}
+    out["teacher"], out["student"] = _metrics(t_preds, names), _metrics(s_preds, names)
     if same_split:
         out["agreement"] = sum(a["pred"] == b["pred"] for a, b in zip(t_preds, s_preds)) / len(s_preds)
     for name, run in (("teacher", teacher_dir), ("student", student_dir)):

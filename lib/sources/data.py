@@ -2,8 +2,10 @@
 an aclImdb folder.
 
 Every source ends up as the same thing, a ``datasets.DatasetDict`` with exactly two splits, ``train`` and
-``test``, and exactly two columns, ``text`` (the review) and ``label`` (0 = negative, 1 = positive), plus
-an ``info`` dict that says what was done (the job writes it to ``data.json`` in the run folder).
+``test``, and exactly two columns, ``text`` (the review) and ``label`` (the class id: 0 = negative, 1 =
+positive for sentiment; 0..N-1 for a run with N classes, named in ``info["label_names"]``), plus an
+``info`` dict that says what was done (the job writes it to ``data.json`` in the run folder): the class
+names and counts per split, how each label value was mapped, and for text files the encoding used.
 
 Which source is used depends on ``config.dataset``:
 
@@ -19,8 +21,9 @@ Which source is used depends on ``config.dataset``:
   (when the Hub fails and such a file exists, the message says so).
 
 Then the same steps run for every source: ``<br />`` tags become line breaks (``strip_html``), empty
-reviews are dropped and counted, labels are mapped to 0/1 (positive/negative, pos/neg, 1/0, true/false or
-the run's own ``label_names``, in any letter case), a seeded, stratified evaluation split is held out when
+reviews are dropped and counted, labels are mapped to class ids (:mod:`lib.sources.labels`: 0/1 from
+positive/negative, pos/neg, 1/0, true/false or the run's own two ``label_names``; for 3 to 50 classes the
+run's ``label_names`` or, by default, the values found), a seeded, stratified evaluation split is held out when
 the data has only one split, and the optional subsets are taken: ``max_train_samples`` shuffles the
 training set with the seed and keeps the first N; ``max_eval_samples`` keeps a seeded sample of N reviews
 *in dataset order* (the evaluation set is never shuffled, so predictions line up with it).
@@ -43,7 +46,7 @@ import numpy as np
 from lib.config import DEMO_DATASET, TrainConfig
 from lib.errors import DataError, HubUnavailableError
 from lib.sources import hub
-from lib.sources.labels import _label_vocab, _map_parts, _norm_label
+from lib.sources.labels import LabelScheme, _label_vocab, _map_parts, _norm_label, is_default_label_names
 from lib.sources.paths import source_kind, within_allowed_roots
 from lib.sources.tables import (
     SUPPORTED_TEXT,
@@ -55,6 +58,7 @@ from lib.sources.tables import (
     _plural,
     _read_any,
     _Table,
+    encoding_label,
 )
 from lib.store import rundir
 
@@ -244,18 +248,29 @@ def _local_parts(spec: str, config: TrainConfig) -> tuple[list[_Part], dict]:
                             "test/ folder. Clear test_file.")
         return _acl_parts(root)
     used: dict = {}
-    parts = [_table_part(_read_any(path), "train", config, used)]
+    table = _read_any(path, encoding=config.encoding)
+    encodings = {path.name: table.encoding}
+    parts = [_table_part(table, "train", config, used)]
     files = [str(path)]
     if config.test_file.strip():
         test_path = _checked_path(config.test_file.strip(), "test file")
         if test_path == path:
             raise DataError("test_file is the same file as the training data; give a different file, or clear "
                             "test_file to hold out part of the data.")
-        parts.append(_table_part(_read_any(test_path), "test", config, used))
+        test_table = _read_any(test_path, encoding=config.encoding)
+        encodings[test_path.name] = test_table.encoding
+        parts.append(_table_part(test_table, "test", config, used))
         files.append(str(test_path))
         describe = f"the local files {path.name} (training) and {test_path.name} (evaluation)"
     else:
         describe = f"the local file {path.name}"
+    if table.encoding:
+        used["encoding"] = table.encoding
+        used["encoding_label"] = encoding_label(table.encoding)
+        used["encoding_requested"] = config.encoding
+        used["encodings"] = {name: encoding_label(codec) if codec else None for name, codec in encodings.items()}
+        if table.encoding == "cp1252":
+            describe += " (decoded as Windows-1252)"
     info = {"source": "local", "files": files, "_describe": describe, **used}
     return parts, info
 
@@ -360,6 +375,10 @@ def _hub_parts(spec: str, config: TrainConfig) -> tuple[list[_Part], dict]:
         feature = ds.features.get(label_col)
         if isinstance(feature, datasets.ClassLabel):
             used["hub_label_names"] = list(feature.names)
+            if len(feature.names) > 2:
+                used["_class_names"] = list(feature.names)   # the Hub's class ids and names, kept in order
+                labels = [feature.names[v] if isinstance(v, int) and 0 <= v < len(feature.names) else v
+                          for v in labels]
             vocab = _label_vocab(config.label_names)
             words = [_norm_label(n) for n in feature.names]
             if (len(words) == 2 and all(w is not None and w in vocab and not w.isdigit() for w in words)
@@ -409,27 +428,70 @@ def _clean(part: _Part, strip_html: bool) -> tuple[_Part, dict]:
     return _Part(part.split, part.origin, texts, labels, rows, lines), {"html_breaks_replaced": html, **report}
 
 
-def _class_counts(labels: list[int]) -> dict[str, int]:
-    return {"0": int(sum(1 for x in labels if x == 0)), "1": int(sum(1 for x in labels if x == 1))}
+def _class_counts(labels: list[int], n_labels: int = 2) -> dict[str, int]:
+    counts = [0] * n_labels
+    for x in labels:
+        if 0 <= x < n_labels:
+            counts[x] += 1
+    return {str(i): int(c) for i, c in enumerate(counts)}
 
 
 def _check_two_classes(split: str, labels: list[int], label_names: list, origin: str, after: str = "") -> None:
-    counts = _class_counts(labels)
+    """Every split needs at least two classes; with more than two classes, every class in every split."""
+    counts = _class_counts(labels, max(2, len(label_names)))
     present = [k for k, v in counts.items() if v]
     if len(present) < 2:
         only = int(present[0]) if present else 0
         name = label_names[only] if len(label_names) > only else str(only)
         raise DataError(f"The {split} split ({origin}{after}) has only one class: all "
-                        f"{_plural(len(labels), 'review')} are label {only} ({name}). Both classes are needed to "
-                        "train and evaluate a sentiment classifier; add reviews of the other class"
+                        f"{_plural(len(labels), 'review')} are label {only} ({name}). At least two classes are "
+                        "needed to train and evaluate a classifier; add reviews of the other class"
                         + (", or use a larger sample." if after else "."))
+    absent = [label_names[int(k)] for k, v in counts.items() if not v]
+    if absent and split != "whole":
+        shown = ", ".join(repr(str(a)) for a in absent[:10]) + (f" and {len(absent) - 10} more" if len(absent) > 10
+                                                                 else "")
+        plural = "es" if len(absent) > 1 else ""
+        raise DataError(f"The {split} split ({origin}{after}) has no reviews of the class{plural} {shown}: "
+                        "every class needs examples in both the training and the evaluation split. Add "
+                        "reviews of that class" + (", use a larger sample," if after else "")
+                        + " or leave the class out of label_names and the data.")
 
 
-def _held_out(labels: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+def _check_rare_classes(parts: list[_Part], mapped: list[list[int]], scheme: LabelScheme, label_col: str,
+                        needed: int) -> None:
+    """Each class needs ``needed`` reviews (2 to hold out a stratified evaluation split): name the rare ones
+    and the rows where they are, so a typo ('posittive') is easy to find."""
+    counts = [0] * scheme.num_labels
+    for m in mapped:
+        for x in m:
+            counts[x] += 1
+    rare = [c for c, n in enumerate(counts) if n < needed]
+    if not rare:
+        return
+    described = []
+    for c in rare[:5]:
+        where = [part.where(i) for part, m in zip(parts, mapped) for i, x in enumerate(m) if x == c][:3]
+        described.append(f"{scheme.names[c]!r} ({_plural(counts[c], 'review')}: {'; '.join(where)})" if where
+                         else f"{scheme.names[c]!r} (no reviews)")
+    more = f" and {len(rare) - 5} more" if len(rare) > 5 else ""
+    listing = ", ".join(repr(n) for n in scheme.names[:10]) + (f" and {scheme.num_labels - 10} more"
+                                                              if scheme.num_labels > 10 else "")
+    what = (f"The label column {label_col!r} has {scheme.num_labels} different values ({listing})"
+            if scheme.how == "inferred" else f"This run has {scheme.num_labels} classes ({listing})")
+    raise DataError(
+        f"{what}, and "
+        f"{_plural(len(rare), 'class')} {'has' if len(rare) == 1 else 'have'} fewer than {needed} reviews: "
+        f"{', '.join(described)}{more}. Holding out an evaluation split needs at least {needed} reviews of each "
+        "class. If a value is a typo, fix those rows; otherwise add reviews of that class, give a separate "
+        "test_file, or set label_names to the classes you want.")
+
+
+def _held_out(labels: list[int], fraction: float, seed: int, n_labels: int = 2) -> tuple[list[int], list[int]]:
     """Stratified, seeded split: (train indices, test indices), both in dataset order."""
     rng = np.random.default_rng(seed)
     test: list[int] = []
-    for cls in (0, 1):
+    for cls in range(n_labels):
         idx = np.array([i for i, x in enumerate(labels) if x == cls], dtype=np.int64)
         if len(idx) < 2:
             raise DataError(f"Label {cls} has only {_plural(len(idx), 'review')}: holding out an evaluation split "
@@ -458,17 +520,22 @@ def _finish(parts: list[_Part], info: dict, config: TrainConfig) -> LoadedData:
         html[part.split] = report.pop("html_breaks_replaced")
         dropped[part.split] = report
         cleaned.append(c)
-    mapped, mapping = _map_parts(cleaned, config.label_names, label_col)
+    class_names = info.pop("_class_names", None)
+    use_names = class_names if class_names and is_default_label_names(config.label_names) else config.label_names
+    mapped, scheme = _map_parts(cleaned, use_names, label_col)
+    names, n_labels = scheme.names, scheme.num_labels
     all_labels = [x for m in mapped for x in m]
     if len(set(all_labels)) < 2:
-        _check_two_classes("whole", all_labels, config.label_names, "all the data")
+        _check_two_classes("whole", all_labels, names, "all the data")
     by_split = {p.split: (p, m) for p, m in zip(cleaned, mapped)}
     if "train" not in by_split:
         raise DataError("The data has no training reviews (only a test split was found).")
     held_out = None
     if "test" not in by_split:
+        if scheme.how != "binary":
+            _check_rare_classes(cleaned, mapped, scheme, label_col, 2)
         part, labels = by_split["train"]
-        train_idx, test_idx = _held_out(labels, config.eval_fraction, config.seed)
+        train_idx, test_idx = _held_out(labels, config.eval_fraction, config.seed, n_labels)
         by_split = {"train": _take(part, labels, train_idx, "train", part.origin),
                     "test": _take(part, labels, test_idx, "test", f"held out from {part.origin}")}
         held_out = {"fraction": config.eval_fraction, "seed": config.seed, "stratified": True,
@@ -478,7 +545,7 @@ def _finish(parts: list[_Part], info: dict, config: TrainConfig) -> LoadedData:
         html.setdefault("test", 0)
     for split in SPLITS:
         part, labels = by_split[split]
-        _check_two_classes(split, labels, config.label_names, part.origin)
+        _check_two_classes(split, labels, names, part.origin)
     rows_before = {s: len(by_split[s][1]) for s in SPLITS}
 
     subsets: dict[str, Any] = {"max_train_samples": None, "max_eval_samples": None}
@@ -489,7 +556,7 @@ def _finish(parts: list[_Part], info: dict, config: TrainConfig) -> LoadedData:
         final["train"] = ([texts[i] for i in order], [labels[i] for i in order])
         subsets["max_train_samples"] = {"requested": config.max_train_samples, "available": len(texts),
                                         "used": len(order), "seed": config.seed, "shuffled": True}
-        _check_two_classes("train", final["train"][1], config.label_names, by_split["train"][0].origin,
+        _check_two_classes("train", final["train"][1], names, by_split["train"][0].origin,
                            f", a sample of {len(order)} reviews")
     if config.max_eval_samples is not None:
         texts, labels = final["test"]
@@ -499,7 +566,7 @@ def _finish(parts: list[_Part], info: dict, config: TrainConfig) -> LoadedData:
         subsets["max_eval_samples"] = {"requested": config.max_eval_samples, "available": len(texts),
                                        "used": len(order), "seed": config.seed, "shuffled": False,
                                        "order": "dataset order"}
-        _check_two_classes("test", final["test"][1], config.label_names, by_split["test"][0].origin,
+        _check_two_classes("test", final["test"][1], names, by_split["test"][0].origin,
                            f", a sample of {len(order)} reviews")
 
     dataset = datasets.DatasetDict({
@@ -532,15 +599,19 @@ def _finish(parts: list[_Part], info: dict, config: TrainConfig) -> LoadedData:
         "dataset": config.dataset,
         "test_file": config.test_file or None,
         **info,
-        "label_names": list(config.label_names),
-        "label_mapping": mapping,
+        "label_names": list(names),
+        "num_labels": n_labels,
+        "label_scheme": scheme.how,
+        "label_mapping": scheme.mapping,
         "strip_html": bool(config.strip_html),
         "html_breaks_replaced": html,
         "held_out": held_out,
         "dropped": dropped,
         "rows_before_subsets": rows_before,
         "rows": rows,
-        "class_counts": {s: _class_counts(final[s][1]) for s in SPLITS},
+        "class_counts": {s: _class_counts(final[s][1], n_labels) for s in SPLITS},
+        "classes": [{"id": i, "name": names[i], **{s: _class_counts(final[s][1], n_labels)[str(i)] for s in SPLITS}}
+                    for i in range(n_labels)],
         "subsets": subsets,
         "seed": config.seed,
     }
@@ -566,3 +637,47 @@ def load_data(config: TrainConfig) -> LoadedData:
         raise DataError(f"The data set {spec!r} is neither 'demo', a Hugging Face Hub id like 'imdb' or "
                         "'stanfordnlp/imdb', nor a local path (start local paths with /, ./ or ~).")
     return _finish(parts, info, config)
+
+
+def describe_labels(table, label_column: str, label_names: list | None = None, *,
+                    held_out: bool = True) -> dict:
+    """What training would make of a table's label column, before any training (the Train page's upload
+    preview): ``{ok, label_column, names, num_labels, counts {name: reviews}, mapping {value: id}, how,
+    rows, empty, encoding, problems [messages]}``. ``table`` is a DataFrame from
+    :func:`lib.sources.tables.read_table`; ``held_out`` says the evaluation split will be held out of
+    this table (each class then needs at least two reviews). Never raises for bad data: what is wrong
+    is in ``problems``, with the same message the training job would stop with."""
+    encoding = table.attrs.get("encoding_label") or None if hasattr(table, "attrs") else None
+    out: dict[str, Any] = {"ok": False, "label_column": label_column, "names": [], "num_labels": 0, "counts": {},
+                           "mapping": {}, "how": None, "rows": int(len(table)), "empty": 0, "encoding": encoding,
+                           "problems": []}
+    column = _find_column([str(c) for c in table.columns], label_column)
+    if column is None:
+        out["problems"].append(str(_missing_column("label", label_column, [str(c) for c in table.columns],
+                                                   "this table")))
+        return out
+    values = table[column].tolist()
+    out["label_column"] = column
+    out["empty"] = sum(1 for v in values if _norm_label(v) is None)
+    part = _Part("train", "this table", [""] * len(values), values, list(range(1, len(values) + 1)))
+    try:
+        (mapped,), scheme = _map_parts([part], list(label_names or []) or None, column)
+    except DataError as exc:
+        out["problems"].append(str(exc))
+        return out
+    out.update(names=list(scheme.names), num_labels=scheme.num_labels, how=scheme.how, mapping=scheme.mapping,
+               counts={name: int(n) for name, n in zip(scheme.names, scheme.counts)})
+    try:
+        _check_two_classes("whole", mapped, scheme.names, "this table")
+        if held_out and scheme.how != "binary":
+            _check_rare_classes([part], [mapped], scheme, column, 2)
+        elif held_out:
+            for cls, n in enumerate(scheme.counts):
+                if n < 2:
+                    raise DataError(f"Label {cls} ({scheme.names[cls]}) has only {_plural(n, 'review')}: holding "
+                                    "out an evaluation split needs at least two of each class. Add reviews, or "
+                                    "give a separate test_file.")
+    except DataError as exc:
+        out["problems"].append(str(exc))
+    out["ok"] = not out["problems"]
+    return out

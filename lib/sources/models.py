@@ -1,7 +1,7 @@
 """Model sources: the bundled MiniLM, Hub ids, local save_pretrained folders, and a tiny random BERT.
 
-Every model is a two-label sequence classifier whose ``id2label`` carries the run's label names, so
-an export answers ``POSITIVE``/``NEGATIVE`` (or whatever the run named them). Weights load from
+Every model is a sequence classifier with one output per class whose ``id2label`` carries the run's
+label names, so an export answers ``POSITIVE``/``NEGATIVE`` (or whatever classes the run has). Weights load from
 safetensors only and ``trust_remote_code`` is never enabled.
 """
 from __future__ import annotations
@@ -127,16 +127,17 @@ def tiny_bert(label_names: list[str], seed: int = 0, vocab_size: int = 30522):
 
 
 def load_model(spec: str, label_names: list[str] | None = None, *, seed: int = 0):
-    """A sequence classifier for ``spec`` with two labels named by ``label_names``.
+    """A sequence classifier for ``spec`` with one label per name in ``label_names``.
 
-    With ``label_names`` None the folder's own labels are kept (for inference on an export).
+    With ``label_names`` None the folder's own labels are kept (for inference on an export). A folder whose
+    classifier head has another number of classes gets a new, randomly initialised head.
     """
     from transformers import AutoModelForSequenceClassification, BertForSequenceClassification
     source = resolve_model_source(spec)
     kw = {}
     if label_names is not None:
         id2label, label2id = label_maps(label_names)
-        kw = dict(num_labels=len(label_names), id2label=id2label, label2id=label2id)
+        kw = dict(num_labels=len(label_names), id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True)
     if source.kind == "tiny":
         return tiny_bert(label_names or ["NEGATIVE", "POSITIVE"], seed=seed)
     if source.kind == "bundled":

@@ -73,11 +73,12 @@ def table_columns(kind: str, spec: str, *, runs_dir: str | os.PathLike | None = 
 
 
 def _labels_or_none(frame) -> list[int] | None:
-    """0/1 labels from a ``label`` column, or None when there is none or it cannot be mapped."""
+    """Class ids from a ``label`` column (0/1 for sentiment labels; one id per value for more classes), or
+    None when there is none or it cannot be mapped."""
     if "label" not in frame.columns:
         return None
     try:
-        labels, _ = map_labels(frame["label"].tolist(), DEFAULT_LABEL_NAMES)
+        labels, _ = map_labels(frame["label"].tolist(), DEFAULT_LABEL_NAMES, infer=True)
         return [int(x) for x in labels]
     except (LabError, TypeError, ValueError):
         return None

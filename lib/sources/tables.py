@@ -1,5 +1,11 @@
 """Reading a table file a person gave (CSV, TSV, JSON Lines, JSON, Parquet): columns, rows and clear
-messages for files that cannot be used (binary, wrong encoding, missing columns)."""
+messages for files that cannot be used (binary, wrong encoding, missing columns).
+
+Text files are decoded as the config's ``encoding`` says: ``auto`` reads UTF-8 (with or without a
+byte-order mark) and falls back to Windows-1252, the encoding spreadsheets on Windows save "CSV" in;
+any other value is a Python codec name (``latin-1``, ``utf-16``, ``shift_jis``...). The encoding used
+is kept with the table (``_Table.encoding``, ``DataFrame.attrs["encoding"]``) so the run can record it.
+"""
 from __future__ import annotations
 
 import csv
@@ -15,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lib.config import text_codec
 from lib.errors import DataError, LabError
 from lib.sources.paths import check_local_path
 
@@ -57,6 +64,7 @@ class _Table:
     columns: list[str]
     data: dict[str, list]
     lines: list[int | None] = field(default_factory=list)
+    encoding: str | None = None      # the codec the file was decoded with (None for Parquet)
 
     @property
     def n_rows(self) -> int:
@@ -98,15 +106,22 @@ def _checked_path(text: str | os.PathLike, what: str) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- file reading
-def _check_bytes(path: Path, kind: str) -> None:
-    """Refuse empty, binary and non-UTF-8-looking files before parsing them."""
+def _wide_codec(encoding: str) -> bool:
+    """An explicit UTF-16/UTF-32 codec: its files hold NUL bytes and start with their own byte-order mark."""
+    codec = text_codec(encoding) if encoding and encoding.strip().lower() != "auto" else None
+    return bool(codec) and codec.startswith(("utf-16", "utf-32"))
+
+
+def _check_bytes(path: Path, kind: str, encoding: str = "auto") -> None:
+    """Refuse empty, binary and UTF-16 files (unless that encoding was asked for) before parsing them."""
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
             head = fh.read(8192)
     except OSError as exc:
         raise DataError(f"Cannot read {path}: {exc.strerror or exc}.") from None
-    if size == 0 or (kind != "parquet" and not head.strip(b" \t\r\n\xef\xbb\xbf")):
+    wide = _wide_codec(encoding)
+    if size == 0 or (kind != "parquet" and not wide and not head.strip(b" \t\r\n\xef\xbb\xbf")):
         raise DataError(f"The file {path.name} is empty: it holds no reviews. Choose a file with a header "
                         "row and at least one review.")
     if kind == "parquet":
@@ -115,9 +130,11 @@ def _check_bytes(path: Path, kind: str) -> None:
                             "signature). Save it with pandas' to_parquet, or give it the extension of its "
                             f"real format ({SUPPORTED_TEXT}).")
         return
+    if wide:
+        return
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise DataError(f"The file {path.name} is encoded as UTF-16, not UTF-8. Re-save it as UTF-8 "
-                        "(for example 'CSV UTF-8' in a spreadsheet, or `iconv -f utf-16 -t utf-8`).")
+        raise DataError(f"The file {path.name} is encoded as UTF-16, not UTF-8. Set encoding to utf-16, or re-save "
+                        "it as UTF-8 (for example 'CSV UTF-8' in a spreadsheet, or `iconv -f utf-16 -t utf-8`).")
     signatures = {b"PK\x03\x04": "a ZIP archive (or an Excel .xlsx workbook)", b"\x1f\x8b": "gzip-compressed",
                   b"PAR1": "a Parquet file", b"%PDF": "a PDF document", b"\xd0\xcf\x11\xe0": "an old Excel/Office file",
                   b"SQLite format 3": "an SQLite database"}
@@ -130,17 +147,76 @@ def _check_bytes(path: Path, kind: str) -> None:
                         f"{SUPPORTED_TEXT} text.")
 
 
-def _encoding_error(path: Path) -> DataError:
-    data = path.read_bytes()
+ENCODING_LABELS = {"utf-8": "UTF-8", "utf-8-sig": "UTF-8 with BOM", "cp1252": "Windows-1252",
+                   "latin-1": "Latin-1 (ISO-8859-1)", "iso8859-1": "Latin-1 (ISO-8859-1)", "utf-16": "UTF-16"}
+
+
+def encoding_label(codec: str | None) -> str:
+    """How an encoding is shown to people: ``cp1252`` -> ``Windows-1252``, ``utf-8-sig`` -> ``UTF-8 with BOM``."""
+    if not codec:
+        return ""
+    return ENCODING_LABELS.get(codec, ENCODING_LABELS.get(text_codec(codec) or "", codec))
+
+
+def _first_bad_byte(data: bytes, codec: str) -> str:
     try:
-        data.decode("utf-8")
-        detail = ""
+        data.decode(codec)
+        return ""
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        detail = f" (byte 0x{data[exc.start]:02x} on line {line} is not valid UTF-8)"
-    return DataError(f"The file {path.name} is not UTF-8 text{detail}; it is probably Latin-1 or Windows-1252. "
-                     "Re-save it as UTF-8 (for example 'CSV UTF-8' in a spreadsheet, or "
-                     "`iconv -f latin1 -t utf-8 in.csv > out.csv`) and try again.")
+        return f"byte 0x{data[exc.start]:02x} on line {line}"
+
+
+def _encoding_error(path: Path, encoding: str = "utf-8") -> DataError:
+    data = path.read_bytes()
+    utf8 = _first_bad_byte(data, "utf-8")
+    if encoding == "auto":
+        cp = _first_bad_byte(data, "cp1252")
+        return DataError(f"The file {path.name} is not UTF-8 text ({utf8} is not valid UTF-8) and not Windows-1252 "
+                         f"either ({cp} has no Windows-1252 character). Set encoding to the file's own encoding "
+                         "(for example latin-1, utf-16 or shift_jis), or re-save it as UTF-8 (for example 'CSV UTF-8' "
+                         "in a spreadsheet, or `iconv -f <its encoding> -t utf-8 in.csv > out.csv`) and try again.")
+    codec = text_codec(encoding) or encoding
+    if codec in ("utf-8", "utf-8-sig"):
+        detail = f" ({utf8} is not valid UTF-8)" if utf8 else ""
+        return DataError(f"The file {path.name} is not UTF-8 text{detail}; it is probably Latin-1 or Windows-1252. "
+                         "Set encoding to auto or cp1252, or re-save it as UTF-8 (for example 'CSV UTF-8' in a "
+                         "spreadsheet, or `iconv -f latin1 -t utf-8 in.csv > out.csv`) and try again.")
+    bad = _first_bad_byte(data, codec)
+    return DataError(f"The file {path.name} is not valid {encoding_label(codec)} text"
+                     + (f" ({bad} cannot be decoded)" if bad else "")
+                     + ". Set encoding to the file's real encoding, or to auto (UTF-8, else Windows-1252).")
+
+
+def detect_encoding(path: Path, encoding: str = "auto") -> str:
+    """The codec to decode ``path`` with. ``auto``: ``utf-8-sig`` when the file starts with a UTF-8 byte-order
+    mark, ``utf-8`` when all of it is valid UTF-8, else ``cp1252`` (Windows-1252) when all of it decodes as
+    that; DataError when neither does. A named codec is returned in its canonical spelling (``utf-8``
+    becomes ``utf-8-sig`` when the file has a byte-order mark, so the mark is not read as text)."""
+    import codecs
+    wanted = (encoding or "auto").strip()
+    if wanted.lower() != "auto":
+        codec = text_codec(wanted)
+        if codec is None:
+            raise DataError(f"encoding {wanted!r} is not a text encoding Python knows; use auto, utf-8, cp1252, "
+                            "latin-1 or another codec name")
+        if codec == "utf-8":
+            with open(path, "rb") as fh:
+                return "utf-8-sig" if fh.read(3) == codecs.BOM_UTF8 else "utf-8"
+        return codec
+    with open(path, "rb") as fh:
+        bom = fh.read(3) == codecs.BOM_UTF8
+    for codec in ("utf-8", "cp1252"):
+        decoder = codecs.getincrementaldecoder(codec)()
+        try:
+            with open(path, "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    decoder.decode(chunk)
+                decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            continue
+        return "utf-8-sig" if codec == "utf-8" and bom else codec
+    raise _encoding_error(path, "auto")
 
 
 def _dedupe(names: list[str]) -> list[str]:
@@ -159,13 +235,13 @@ def _dedupe(names: list[str]) -> list[str]:
     return out
 
 
-def _read_delimited(path: Path, delimiter: str, max_rows: int | None) -> _Table:
+def _read_delimited(path: Path, delimiter: str, max_rows: int | None, codec: str = "utf-8-sig") -> _Table:
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     sep_name = "tab" if delimiter == "\t" else "comma"
     columns: list[str] = []
     data: dict[str, list] = {}
     lines: list[int | None] = []
-    with open(path, encoding="utf-8-sig", newline="") as fh:
+    with open(path, encoding=codec, newline="") as fh:
         reader = csv.reader(fh, delimiter=delimiter)
         last_line = 0
         try:
@@ -193,7 +269,7 @@ def _read_delimited(path: Path, delimiter: str, max_rows: int | None) -> _Table:
                 if max_rows is not None and len(lines) >= max_rows:
                     break
         except UnicodeDecodeError:
-            raise _encoding_error(path) from None
+            raise _encoding_error(path, codec) from None
         except csv.Error as exc:
             raise DataError(f"{path.name}, line {reader.line_num}: this is not valid "
                             f"{'TSV' if delimiter == chr(9) else 'CSV'} ({exc}). Check the quoting there.") from None
@@ -202,7 +278,7 @@ def _read_delimited(path: Path, delimiter: str, max_rows: int | None) -> _Table:
     if not lines:
         raise DataError(f"The file {path.name} has a header ({', '.join(columns)}) but no data rows: it holds "
                         "no reviews.")
-    return _Table(path, "tsv" if delimiter == "\t" else "csv", columns, data, lines)
+    return _Table(path, "tsv" if delimiter == "\t" else "csv", columns, data, lines, codec)
 
 
 def _records_to_table(path: Path, kind: str, records: list[dict], lines: list[int | None]) -> _Table:
@@ -219,10 +295,10 @@ def _records_to_table(path: Path, kind: str, records: list[dict], lines: list[in
     return _Table(path, kind, [str(c) for c in columns], {str(k): v for k, v in data.items()}, lines)
 
 
-def _read_jsonl(path: Path, max_rows: int | None, kind: str = "jsonl") -> _Table:
+def _read_jsonl(path: Path, max_rows: int | None, kind: str = "jsonl", codec: str = "utf-8-sig") -> _Table:
     records: list[dict] = []
     lines: list[int | None] = []
-    with open(path, encoding="utf-8-sig") as fh:
+    with open(path, encoding=codec) as fh:
         try:
             for lineno, line in enumerate(fh, 1):
                 if not line.strip():
@@ -242,16 +318,18 @@ def _read_jsonl(path: Path, max_rows: int | None, kind: str = "jsonl") -> _Table
                 if max_rows is not None and len(records) >= max_rows:
                     break
         except UnicodeDecodeError:
-            raise _encoding_error(path) from None
-    return _records_to_table(path, kind, records, lines)
+            raise _encoding_error(path, codec) from None
+    table = _records_to_table(path, kind, records, lines)
+    table.encoding = codec
+    return table
 
 
-def _read_json(path: Path, max_rows: int | None) -> _Table:
+def _read_json(path: Path, max_rows: int | None, codec: str = "utf-8-sig") -> _Table:
     """A .json file: JSON Lines, a list of records, {column: [values]}, {column: {index: value}} or pandas 'split'."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = path.read_text(encoding=codec)
     except UnicodeDecodeError:
-        raise _encoding_error(path) from None
+        raise _encoding_error(path, codec) from None
     stripped = text.lstrip()
     whole: Any = None
     if stripped.startswith("["):
@@ -263,9 +341,9 @@ def _read_json(path: Path, max_rows: int | None) -> _Table:
         try:
             whole = _loads(text)
         except ValueError:
-            return _read_jsonl(path, max_rows, kind="json")  # one object per line
+            return _read_jsonl(path, max_rows, kind="json", codec=codec)  # one object per line
     if whole is None:
-        return _read_jsonl(path, max_rows, kind="json")
+        return _read_jsonl(path, max_rows, kind="json", codec=codec)
     records: list[dict]
     if isinstance(whole, list):
         for i, rec in enumerate(whole):
@@ -295,7 +373,9 @@ def _read_json(path: Path, max_rows: int | None) -> _Table:
                         '[{"text": "...", "label": 1}, ...] or JSON Lines.')
     if max_rows is not None:
         records = records[:max_rows]
-    return _records_to_table(path, "json", records, [None] * len(records))
+    table = _records_to_table(path, "json", records, [None] * len(records))
+    table.encoding = codec
+    return table
 
 
 def _read_parquet(path: Path, max_rows: int | None) -> _Table:
@@ -331,7 +411,7 @@ def _loads(text: str):
         raise json.JSONDecodeError("nested too deeply (more than about 1,000 levels of brackets)", text, 0) from None
 
 
-def _read_any(path: Path, max_rows: int | None = None) -> _Table:
+def _read_any(path: Path, max_rows: int | None = None, encoding: str = "auto") -> _Table:
     if path.is_dir():
         raise DataError(f"{path} is a folder, not a file. Give a {SUPPORTED_TEXT} file, or an aclImdb folder "
                         "as the data set.")
@@ -341,16 +421,17 @@ def _read_any(path: Path, max_rows: int | None = None) -> _Table:
         shown = ", ".join(sorted(SUPPORTED_EXTENSIONS))
         raise DataError(f"The file {path.name} has the extension {suffix or '(none)'!r}, which this app cannot "
                         f"read. Supported: {shown}. Save the table as CSV (with a header row) or Parquet.")
-    _check_bytes(path, kind)
+    _check_bytes(path, kind, encoding)
+    if kind == "parquet":
+        return _read_parquet(path, max_rows)
+    codec = detect_encoding(path, encoding)
     if kind == "csv":
-        return _read_delimited(path, ",", max_rows)
+        return _read_delimited(path, ",", max_rows, codec)
     if kind == "tsv":
-        return _read_delimited(path, "\t", max_rows)
+        return _read_delimited(path, "\t", max_rows, codec)
     if kind == "jsonl":
-        return _read_jsonl(path, max_rows)
-    if kind == "json":
-        return _read_json(path, max_rows)
-    return _read_parquet(path, max_rows)
+        return _read_jsonl(path, max_rows, codec=codec)
+    return _read_json(path, max_rows, codec)
 
 
 def _find_column(table_columns: list[str], wanted: str) -> str | None:
@@ -370,16 +451,18 @@ def _missing_column(what: str, wanted: str, columns: list[str], where: str, kind
 
 
 def read_table(path: str | os.PathLike, *, text_column: str | None = None,
-               max_rows: int | None = None) -> pd.DataFrame:
+               max_rows: int | None = None, encoding: str = "auto") -> pd.DataFrame:
     """Read one CSV/TSV/JSONL/JSON/Parquet file into a DataFrame (for previews and loading).
 
     Unnamed columns (such as pandas' ``Unnamed: 0`` index) and columns with no values are left out.
     With ``text_column`` that column must exist (otherwise DataError lists the columns that do) and is
     always kept. ``max_rows`` reads only the first rows (quick previews of big files). CSV/TSV columns
-    holding only whole numbers come back as integers, everything else as text.
+    holding only whole numbers come back as integers, everything else as text. ``encoding`` is the
+    config's (``auto``: UTF-8, else Windows-1252); the codec used is in ``frame.attrs["encoding"]`` (None
+    for Parquet) and how to show it in ``frame.attrs["encoding_label"]``.
     """
     p = _checked_path(path, "data file")
-    table = _read_any(p, max_rows)
+    table = _read_any(p, max_rows, encoding)
     keep_text = _find_column(table.columns, text_column) if text_column else None
     if text_column and keep_text is None:
         raise _missing_column("text", text_column, table.columns, p.name, table.kind)
@@ -393,7 +476,10 @@ def read_table(path: str | os.PathLike, *, text_column: str | None = None,
             if filled and all(_INT_RE.fullmatch(v.strip()) for v in filled):
                 values = pd.array([int(v) if v.strip() else None for v in values], dtype="Int64")
         frame[c] = values
-    return pd.DataFrame(frame, columns=columns)
+    out = pd.DataFrame(frame, columns=columns)
+    out.attrs["encoding"] = table.encoding
+    out.attrs["encoding_label"] = encoding_label(table.encoding)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- entry point

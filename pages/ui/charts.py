@@ -162,7 +162,7 @@ def confusion_figure(counts: list[list[int]], names: list[str]) -> go.Figure:
     fig = go.Figure(go.Heatmap(z=counts, x=[svg_text(f"pred {n}") for n in names],
                                y=[svg_text(f"true {n}") for n in names],
                                text=counts, texttemplate="%{text}", colorscale="Blues", showscale=False))
-    fig.update_layout(title="Confusion matrix", height=320, margin=_MARGIN)
+    fig.update_layout(title="Confusion matrix", height=max(320, 120 + 28 * len(names)), margin=_MARGIN)
     fig.update_yaxes(autorange="reversed")
     return fig
 

@@ -52,7 +52,8 @@ EN: dict[str, str] = {
                    "cannot tell them apart. The characters are:",
     "empty_text": "Type some text to see its tokens.",
     "tok_special": "**Special tokens.** `[CLS]` opens every input; the classifier reads its final vector to "
-                   "decide positive or negative. `[SEP]` closes the input (or separates two texts). `[PAD]` "
+                   "pick a label (negative or positive for sentiment, or one of a run's own classes). `[SEP]` "
+                   "closes the input (or separates two texts). `[PAD]` "
                    "fills short rows of a batch and gets attention mask 0. `[UNK]` stands for characters the "
                    "vocabulary does not know. A piece starting with `##` continues the word before it.",
     "tok_offsets": "**Offsets.** Each token remembers which characters it came from (start–end). Special "
@@ -273,7 +274,8 @@ ZH: dict[str, str] = {
     "kind_word": "词",
     "unk_warning": "有 {n} 个词片变成了 [UNK]：词表里没有这些字符，模型无法区分它们。这些字符是：",
     "empty_text": "输入一些文字，就能看到它的分词结果。",
-    "tok_special": "**特殊符号。** 每段输入都以 `[CLS]` 开头，分类器正是根据它最后的向量来判断好评还是差评；"
+    "tok_special": "**特殊符号。** 每段输入都以 `[CLS]` 开头，分类器正是根据它最后的向量来选出类别"
+                   "（情感任务里是好评或差评，也可以是自定义的多个类别）；"
                    "`[SEP]` 放在结尾（或隔开两段文本）；`[PAD]` 用来把批次里较短的行补齐，注意力掩码为 0；"
                    "`[UNK]` 代表词表里没有的字符。以 `##` 开头的词片，表示它和前一片属于同一个词。",
     "tok_offsets": "**字符位置（offsets）。** 每个词片都记得自己来自原文的哪几个字符（起–止）；特殊符号不对应任何字符"

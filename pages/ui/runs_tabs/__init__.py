@@ -35,11 +35,17 @@ class TabContext:
 
 
 def label_names(run: RunView) -> list[str]:
-    """The run's class names as its config lists them (NEGATIVE, POSITIVE when it does not say)."""
-    names = run.config.get("label_names")
-    if isinstance(names, list) and names:
-        return [str(x) for x in names]
-    return list(DEFAULT_LABELS)
+    """The run's class names in id order: what its data turned into (data.json), else its export's
+    id2label, else its config (NEGATIVE, POSITIVE when nothing says)."""
+    from lib.readers.predictions import run_label_names
+    return run_label_names(run.path, fallback=list(DEFAULT_LABELS))
+
+
+def final_keys(run: RunView) -> tuple[tuple[str, str], ...]:
+    """The headline metrics with their names; ``eval_f1`` is macro-F1 for a run with more than two classes."""
+    if len(label_names(run)) <= 2:
+        return FINAL_KEYS
+    return tuple((k, "Macro-F1" if k == "eval_f1" else name) for k, name in FINAL_KEYS)
 
 
 def run_title(run: RunView) -> str:

@@ -1,5 +1,6 @@
-"""Error analysis tab: where the model goes wrong on the evaluation set (confusion matrix, calibration,
-its most confident mistakes, and every prediction to browse)."""
+"""Error analysis tab: where the model goes wrong on the evaluation set (an N x N confusion matrix,
+scores per class, calibration of the top label, its most confident mistakes overall and per class, and
+every prediction to browse)."""
 from __future__ import annotations
 
 import pandas as pd
@@ -9,6 +10,7 @@ from lib.readers import predictions
 from lib.registry.reconcile import RunView
 from pages.ui import charts
 from pages.ui.runs_tabs import TabContext, label_names
+from pages.ui.text import plain
 
 ANY = -1            # "any label" in the filters
 BROWSE_ROWS = 500   # rows shown in the browse table
@@ -34,8 +36,14 @@ def render(run: RunView, ctx: TabContext) -> None:
     with right:
         charts.show(charts.reliability_figure(bins, ece, len(names)), "err_reliability")
     st.metric("Expected calibration error", charts.fmt(ece, 3),
-              help="Average gap between confidence and accuracy, weighted by how many reviews fall in each "
-                   "confidence bin. 0 = perfectly calibrated.")
+              help="Average gap between confidence (the probability of the predicted label) and accuracy, "
+                   "weighted by how many reviews fall in each confidence bin. 0 = perfectly calibrated.")
+    if len(names) > 2:
+        st.markdown("**Per class**")
+        st.dataframe(pd.DataFrame([{"class": name_of(p["id"]), "reviews": p["support"], "predicted": p["predicted"],
+                                    "precision": p["precision"], "recall": p["recall"], "F1": p["f1"]}
+                                   for p in predictions.per_class(df, len(names))]).round(4),
+                     hide_index=True, key="err_per_class")
 
     def table(frame: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame({"#": frame["index"], "review": frame["text"],
@@ -49,6 +57,14 @@ def render(run: RunView, ctx: TabContext) -> None:
         st.success("No wrong predictions on the evaluation set.")
     else:
         st.dataframe(table(worst), hide_index=True, key="err_worst")
+        by_class = predictions.confident_mistakes_by_class(df, len(names), k=5)
+        with st.expander("Most confidently wrong, per true class"):
+            for cls, rows in by_class.items():
+                st.markdown(f"True class **{plain(name_of(cls))}**: "
+                            + (f"{int(((df['label'] == cls) & ~df['correct']).sum()):,} wrong" if len(rows)
+                               else "no mistakes"))
+                if len(rows):
+                    st.dataframe(table(rows), hide_index=True, key=f"err_worst_class_{cls}")
 
     st.markdown("**Browse predictions**")
     f1, f2, f3, f4 = st.columns([1, 1, 2, 1], vertical_alignment="bottom")

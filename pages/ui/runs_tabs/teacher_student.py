@@ -25,9 +25,10 @@ def render(run: RunView, ctx: TabContext) -> None:
         st.info(plain(f"Teacher and student cannot be compared yet: {exc}"))
         return
     st.markdown(f"**Teacher → student** · teacher run {plain(teacher_dir.name)}")
+    f1_name = "F1" if len(report.get("label_names") or []) <= 2 else "macro-F1"
     rows = [{"model": name, "layers": report[name].get("layers"), "parameters": report[name].get("parameters"),
              "size (MB)": report[name].get("size_mb"), "accuracy": report[name].get("accuracy"),
-             "F1": report[name].get("f1")} for name in ("teacher", "student")]
+             f1_name: report[name].get("f1")} for name in ("teacher", "student")]
     st.dataframe(pd.DataFrame(rows), hide_index=True, key="ts_table")
     c1, c2 = st.columns(2)
     if report.get("agreement") is not None:

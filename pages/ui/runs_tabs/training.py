@@ -12,7 +12,7 @@ from lib.registry import reconcile
 from lib.registry.reconcile import RunView
 from lib.util.fmt import format_duration
 from pages.ui import charts
-from pages.ui.runs_tabs import FINAL_KEYS, STATE_ICONS, TabContext
+from pages.ui.runs_tabs import STATE_ICONS, TabContext, final_keys
 from pages.ui.text import plain
 
 POLL_S = 2.0
@@ -70,8 +70,9 @@ def render_progress(run: RunView, prog: progress.Progress, status: dict) -> None
     baseline = metrics.read_baseline(run.path)
     if final:
         st.markdown("**Evaluation** (last)")
-        mcols = st.columns(len(FINAL_KEYS) + 1)
-        for col, (key, name) in zip(mcols, FINAL_KEYS):
+        keys = final_keys(run)
+        mcols = st.columns(len(keys) + 1)
+        for col, (key, name) in zip(mcols, keys):
             value = final.get(key)
             delta = None
             if key == "eval_accuracy" and baseline and value is not None:

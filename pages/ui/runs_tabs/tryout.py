@@ -92,8 +92,11 @@ def render_result(res: dict) -> None:
     st.dataframe(probs, hide_index=True, key="try_probs", column_config={
         "probability": st.column_config.ProgressColumn("probability", min_value=0.0, max_value=1.0, format="%.3f")})
     if expl:
-        st.markdown("**Why** (occlusion: hide each word and see how much the prediction drops; green pushes towards "
-                    f"{plain(names[-1])}, red towards {plain(names[0])})")
+        if len(names) == 2:
+            towards = f"green pushes towards {plain(names[-1])}, red towards {plain(names[0])}"
+        else:
+            towards = f"green supports {plain(result['label'])}, red speaks against it"
+        st.markdown(f"**Why** (occlusion: hide each word and see how much the prediction drops; {towards})")
         st.html(explain.highlight_html(text, expl, names))
         if expl.get("note"):
             st.caption(plain(expl["note"]))
