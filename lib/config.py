@@ -8,6 +8,7 @@ into the field's type.
 """
 from __future__ import annotations
 
+import ast
 import codecs
 import dataclasses
 import json
@@ -64,6 +65,9 @@ class TrainConfig:
     owner: str = _f("", "Run", "Who launched the run (filled in by the app).")
     task: str = _f("finetune", "Run", "finetune: train a classifier on labelled data; distill: train a smaller "
                    "student from a teacher run.", choices=TASK_CHOICES)
+    sweep_id: str = _f("", "Run", "The sweep this run belongs to (filled in when a sweep launches it).")
+    sweep_point: dict = _f({}, "Run", "This run's grid values in its sweep, as {field: value} (filled in by the "
+                           "sweep).")
     # --- Data ---
     dataset: str = _f(DEMO_DATASET, "Data", "'demo' (built-in movie reviews), a Hugging Face Hub id such as "
                       "'imdb', a local CSV/TSV/JSONL/Parquet file, or an aclImdb folder.")
@@ -137,6 +141,11 @@ class TrainConfig:
     load_best_model_at_end: bool = _f(False, "Checkpoints", "Export the best checkpoint instead of the last.")
     metric_for_best_model: str = _f("accuracy", "Checkpoints", "Metric that decides the best checkpoint.",
                                     choices=METRIC_CHOICES)
+    early_stopping_patience: int | None = _f(None, "Checkpoints", "Stop after this many evaluations in a row "
+                                             "without improvement of metric_for_best_model, and export the best "
+                                             "checkpoint (empty = off).", min=1, max=1000)
+    early_stopping_threshold: float = _f(0.0, "Checkpoints", "With early stopping: how much the metric must "
+                                         "improve to count as better.", min=0, max=1000)
     # --- Hardware ---
     fp16: Any = _f("auto", "Hardware", "Half precision: auto = on when a CUDA GPU supports it (as in the "
                    "tutorial).", choices=AUTO_BOOL_CHOICES)
@@ -153,6 +162,8 @@ class TrainConfig:
     rdzv_endpoint: str = _f("", "Hardware", "host:port every node can reach, for several machines.")
     report_tensorboard: Any = _f("auto", "Hardware", "Also write TensorBoard event files (auto = when "
                                  "tensorboard is installed).", choices=AUTO_BOOL_CHOICES)
+    system_metrics_every_s: float = _f(10, "Hardware", "Record CPU, memory and GPU use every N seconds while "
+                                       "training (0 = off).", min=0, max=3600)
     # --- Distillation ---
     teacher: str = _f("", "Distillation", "A finished run id or a saved model folder to distil from.")
     student_layers: int = _f(3, "Distillation", "Student depth: the bundled MiniLM (or the teacher) cut to "
@@ -200,6 +211,8 @@ class TrainConfig:
                                               f"(got save '{self.save_strategy}', eval '{self.eval_strategy}')")
         if self.load_best_model_at_end and self.eval_strategy == "no":
             errs["load_best_model_at_end"] = "load_best_model_at_end needs evaluation (eval_strategy is 'no')"
+        errs.update(_early_stopping_errors(self))
+        errs.update(_sweep_errors(self))
         if self.max_steps == 0:
             errs["max_steps"] = "max_steps must be -1 (use epochs) or a positive number of steps, got 0"
         if self.task == "distill" and not self.teacher.strip():
@@ -326,6 +339,50 @@ class TrainConfig:
 
 
 # ---------------------------------------------------------------------- field checks
+SWEEP_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MAX_SWEEP_FIELDS = 8
+
+
+def _early_stopping_errors(config: TrainConfig) -> dict[str, str]:
+    """What early stopping needs from the other settings (the job turns load_best_model_at_end on itself)."""
+    if config.early_stopping_patience is None:
+        return {}
+    key = "early_stopping_patience"
+    if config.eval_strategy == "no":
+        return {key: "early stopping needs evaluations: set eval_strategy to 'epoch' or 'steps' (it is 'no')"}
+    if config.save_strategy != config.eval_strategy:
+        return {key: f"early stopping keeps the best checkpoint, so save_strategy must equal eval_strategy (got "
+                     f"save '{config.save_strategy}', eval '{config.eval_strategy}'): set save_strategy to "
+                     f"'{config.eval_strategy}'"}
+    if config.eval_strategy == "steps":
+        every_eval = config.eval_steps if config.eval_steps is not None else config.logging_steps
+        every_save = config.save_steps if config.save_steps is not None else 500
+        big = 1_000_000
+        if (every_eval < 1) != (every_save < 1) or round(every_save * big) % round(every_eval * big):
+            return {key: f"early stopping needs save_steps ({every_save:g}) to be a multiple of eval_steps "
+                         f"({every_eval:g}), both numbers of steps or both shares: set save_steps to "
+                         f"{every_eval:g}"}
+    return {}
+
+
+def _sweep_errors(config: TrainConfig) -> dict[str, str]:
+    errs: dict[str, str] = {}
+    if config.sweep_id and not SWEEP_ID_RE.match(config.sweep_id):
+        errs["sweep_id"] = ("sweep_id must be up to 64 letters, digits, '.', '_' or '-' (it is made by the sweep), "
+                            f"got {_describe(config.sweep_id)}")
+    point = config.sweep_point
+    if len(point) > MAX_SWEEP_FIELDS:
+        errs["sweep_point"] = f"sweep_point holds {len(point)} fields; at most {MAX_SWEEP_FIELDS}"
+    names = set(field_names())
+    for key, value in point.items():
+        if key not in names:
+            errs["sweep_point"] = f"sweep_point names an unknown field {str(key)[:60]!r}"
+        elif not (value is None or isinstance(value, (str, int, float, bool))) or (
+                isinstance(value, str) and len(value) > 500):
+            errs["sweep_point"] = f"sweep_point value of {key} must be a short number, text or true/false"
+    return errs
+
+
 def text_codec(name: str) -> str | None:
     """The canonical Python name of a text encoding (``"Latin-1"`` -> ``"latin-1"``), or None when
     ``name`` is not a codec or not one that turns bytes into text (such as ``base64``)."""
@@ -409,6 +466,8 @@ def _kind(f: dataclasses.Field) -> str:
         return "float"
     if t.startswith("list"):
         return "list"
+    if t.startswith("dict"):
+        return "dict"
     return "str"
 
 
@@ -440,6 +499,8 @@ def _check_field(f: dataclasses.Field, value: Any) -> str | None:
         return None
     if kind == "str":
         return None if isinstance(value, str) else f"{name} must be text, got {_describe(value)}"
+    if kind == "dict":
+        return None if isinstance(value, dict) else f"{name} must be a JSON object, got {_describe(value)}"
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer() and not isinstance(value, bool):
@@ -508,6 +569,19 @@ def _parse_string(f: dataclasses.Field, text: str) -> Any:
                 raise ValueError(f"{f.name} must be a JSON list or comma-separated text, got {text!r}") from None
             return value
         return [part.strip() for part in raw.split(",")]
+    if kind == "dict":
+        if not raw:
+            return {}
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            try:
+                value = ast.literal_eval(raw)  # a dict as Python prints it (a form holding str(dict))
+            except (ValueError, SyntaxError):
+                raise ValueError(f"{f.name} must be a JSON object, got {text[:80]!r}") from None
+        if not isinstance(value, dict):
+            raise ValueError(f"{f.name} must be a JSON object, got {text[:80]!r}")
+        return value
     return text
 
 

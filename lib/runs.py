@@ -1,8 +1,8 @@
 """The run registry's command line: launch, list, show, cancel, resume and delete runs, and diff two.
 
-``python -m lib.runs {launch,list,show,cancel,resume,delete,diff} --runs-dir DIR ...`` (run it with
-``--help``). The work is done by :mod:`lib.registry`; ``diff RUN_A RUN_B`` (reviews run B fixed and broke
-on the same eval split) by :mod:`lib.readers.diff`. With ``LAB_BACKEND=slurm`` the list has a JOB
+``python -m lib.runs {launch,sweep,list,show,annotate,estimate,cancel,resume,delete,diff} --runs-dir DIR ...``
+(run it with ``--help``). The work is done by :mod:`lib.registry`; ``diff RUN_A RUN_B`` (reviews run B fixed
+and broke on the same eval split) by :mod:`lib.readers.diff`. With ``LAB_BACKEND=slurm`` the list has a JOB
 column (the Slurm job id) and ``show`` prints the job, Slurm's state and reason, and the job's nodes.
 """
 from __future__ import annotations
@@ -11,12 +11,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from lib.config import PRESETS, TrainConfig, preset
+from lib.config import PRESETS, TrainConfig, build_config, preset
 from lib.errors import LabError, RunError
 from lib.registry import backend as backends
+from lib.registry import estimate, notes, sweeps
 from lib.registry.control import CANCEL_GRACE_S, cancel, delete
 from lib.registry.launching import _user, launch, resume
 from lib.registry.reconcile import RunView, list_runs, view
+from lib.registry.sweeps import MAX_SWEEP_RUNS
 from lib.store import rundir
 from lib.util.fmt import format_duration, format_time
 
@@ -50,6 +52,8 @@ def _row_json(row: RunView) -> dict:
     out = row.to_json()
     out.pop("status", None)
     out.pop("config", None)
+    out["sweep_id"] = row.config.get("sweep_id") or None
+    out["sweep_point"] = row.config.get("sweep_point") or None
     return out
 
 
@@ -72,6 +76,33 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override a config field (repeatable)")
     sp.add_argument("--owner", default=None, help="who launches it (default: the config's owner, else your user name)")
     sp = add("list", "list the runs, newest first")
+    sp.add_argument("--json", action="store_true", help="print JSON")
+    sp.add_argument("--sweep", metavar="SWEEP_ID", help="only the runs of this sweep (in launch order)")
+    sp.add_argument("--tag", action="append", default=[], metavar="TAG",
+                    help="only runs with this tag (repeatable: runs with all of them)")
+    sp = add("sweep", "launch one run per combination of grid values (in order, on the queue); prints the sweep id "
+                      "(exit code 3 when a quota refused part of it: the runs not launched are listed)")
+    src = sp.add_mutually_exclusive_group()
+    src.add_argument("--preset", choices=sorted(PRESETS), help="start from a preset (default: demo)")
+    src.add_argument("--config", metavar="FILE.json", help="a saved TrainConfig")
+    sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config field for every run (repeatable)")
+    sp.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", required=True,
+                    help=f"a field and its values (repeatable; every combination, at most {MAX_SWEEP_RUNS} runs)")
+    sp.add_argument("--owner", default=None, help="who launches it (default: the config's owner, else your user name)")
+    sp = add("annotate", "set a run's note and tags (owner or admin)")
+    sp.add_argument("run_id")
+    sp.add_argument("--note", default=None, help="the note (replaces the old one; '' clears it)")
+    sp.add_argument("--tag", action="append", default=[], metavar="TAG", help="add a tag (repeatable)")
+    sp.add_argument("--untag", action="append", default=[], metavar="TAG", help="remove a tag (repeatable)")
+    sp = add("estimate", "measure a config with a short dry run: seconds per step, time to finish, peak memory")
+    src = sp.add_mutually_exclusive_group()
+    src.add_argument("--preset", choices=sorted(PRESETS), help="start from a preset (default: demo)")
+    src.add_argument("--config", metavar="FILE.json", help="a saved TrainConfig")
+    sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config field (repeatable)")
+    sp.add_argument("--budget", type=float, default=30.0, help="seconds the dry run may take (about; default 30)")
+    sp.add_argument("--wait", type=float, default=10.0, help="seconds to wait for a busy device (default 10)")
     sp.add_argument("--json", action="store_true", help="print JSON")
     sp = add("show", "show one run's status")
     sp.add_argument("run_id")
@@ -137,12 +168,17 @@ def main(argv: list[str] | None = None) -> int:
             print(run_dir.name)
         elif args.command == "list":
             rows = list_runs(runs_dir)
+            if args.sweep:
+                rows = sweeps.sweep_runs(rows, args.sweep)
+            if args.tag:
+                wanted = [notes.normalise_tag(t) for t in args.tag]
+                rows = [r for r in rows if all(t in r.tags for t in wanted)]
             if args.json:
                 print(rundir.dumps([_row_json(r) for r in rows], indent=2))
             elif rows:
                 _print_table(rows, job_column=backends.is_slurm() or any(r.backend == backends.SLURM for r in rows))
-                notes = {r.status.get("slurm_note") for r in rows if r.status.get("slurm_note")}
-                for note in sorted(notes):
+                slurm_notes = {r.status.get("slurm_note") for r in rows if r.status.get("slurm_note")}
+                for note in sorted(slurm_notes):
                     print(f"note: {note}", file=sys.stderr)
             else:
                 print(f"no runs in {runs_dir}", file=sys.stderr)
@@ -150,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = rundir.resolve_run_dir(runs_dir, args.run_id)
             row = view(run_dir)
             if args.json:
-                print(rundir.dumps(row.status, indent=2))
+                print(rundir.dumps({**row.status, "note": row.note, "tags": list(row.tags),
+                                    "sweep_id": row.config.get("sweep_id") or None,
+                                    "sweep_point": row.config.get("sweep_point") or None}, indent=2))
             else:
                 for key, value in (("id", row.run_id), ("label", row.label), ("owner", row.owner),
                                    ("state", row.display_state), ("model", row.model), ("dataset", row.dataset)):
@@ -169,10 +207,48 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{'nodes':>10}: {row.nodes or '-'}")
                     if row.status.get("slurm_note"):
                         print(f"{'note':>10}: {row.status['slurm_note']}")
+                if row.status.get("stopped_early"):
+                    print(f"{'stopped':>10}: early, at step {row.status.get('stopped_at_step')} (best checkpoint "
+                          f"{row.status.get('best_checkpoint')} kept and exported)")
+                if row.config.get("sweep_id"):
+                    point = sweeps.point_text(row.config.get("sweep_point") or {})
+                    print(f"{'sweep':>10}: {row.config['sweep_id']} ({point})")
+                if row.tags:
+                    print(f"{'tags':>10}: {', '.join(row.tags)}")
+                if row.note:
+                    print(f"{'note':>10}: {row.note}")
                 if row.error:
                     print(f"{'error':>10}: {row.error.get('message', '')}")
                     if row.error.get("hint"):
                         print(f"{'hint':>10}: {row.error['hint']}")
+        elif args.command == "sweep":
+            base = build_config(None if args.config else (args.preset or "demo"), args.config, args.overrides)
+            owner = args.owner if args.owner is not None else (base.owner or _user())
+            plan = sweeps.plan_sweep(base, sweeps.parse_grid(args.grid))
+            result = sweeps.launch_sweep(plan, runs_dir, owner=owner, launched_by=f"cli:{_user()}")
+            for point, run_dir in result.launched:
+                print(f"launched run {run_dir.name}: {sweeps.point_text(point)}", file=sys.stderr)
+            for point, reason in result.refused:
+                print(f"not launched: {sweeps.point_text(point)}: {reason}", file=sys.stderr)
+            print(f"sweep {result.sweep_id}: {len(result.launched)} of {plan.n_runs} run(s) launched in {runs_dir}",
+                  file=sys.stderr)
+            print(result.sweep_id)
+            if result.refused:
+                return 3
+        elif args.command == "annotate":
+            if args.note is None and not args.tag and not args.untag:
+                raise LabError("give --note TEXT and/or --tag TAG / --untag TAG")
+            stored = notes.annotate(rundir.resolve_run_dir(runs_dir, args.run_id), note=args.note, add_tags=args.tag,
+                                    remove_tags=args.untag)
+            print(rundir.dumps({"run_id": args.run_id, "note": stored["note"], "tags": stored["tags"]}))
+        elif args.command == "estimate":
+            config = build_config(None if args.config else (args.preset or "demo"), args.config, args.overrides)
+            result = estimate.estimate(config, runs_dir, budget_s=args.budget, wait_s=max(0.0, args.wait))
+            if args.json:
+                print(rundir.dumps(result, indent=2))
+            else:
+                for line in estimate.summary_lines(result):
+                    print(line)
         elif args.command == "cancel":
             status = cancel(rundir.resolve_run_dir(runs_dir, args.run_id), grace_s=max(0.0, args.grace),
                             by=f"cli:{_user()}")

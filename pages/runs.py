@@ -17,14 +17,16 @@ from pages.ui.runs_tabs import (
     checkpoints,
     compare,
     errors,
+    notes,
     overview,
     run_title,
+    sweep,
     training,
     tryout,
 )
 
 TABS = (("Training", training), ("Compare", compare), ("Checkpoints", checkpoints), ("Try it", tryout),
-        ("Error analysis", errors))
+        ("Error analysis", errors), ("Sweep", sweep), ("Notes", notes))
 
 
 def filtered(runs: list[RunView], me: str) -> list[RunView]:
@@ -35,7 +37,10 @@ def filtered(runs: list[RunView], me: str) -> list[RunView]:
     options = ["everyone"] + (["me"] if me else []) + [o for o in owners if o != me]
     owner = c_owner.selectbox("Owner", options, key="runs_owner_filter")
     wanted = me if owner == "me" else owner
-    return [r for r in runs if (not states or r.state in states) and (owner == "everyone" or r.owner == wanted)]
+    tags = sorted({t for r in runs for t in r.tags})
+    picked = st.multiselect("Tags", tags, key="runs_tag_filter", placeholder="any tags") if tags else []
+    return [r for r in runs if (not states or r.state in states) and (owner == "everyone" or r.owner == wanted)
+            and all(t in r.tags for t in picked)]
 
 
 def pick(runs: list[RunView]) -> RunView:

@@ -15,7 +15,7 @@ from lib.registry import access, launching, preflight, reconcile
 from lib.registry import backend as backends
 from lib.registry.access import Actor, Policy
 from lib.store import rundir
-from pages.ui import config_form, run_table, session
+from pages.ui import config_form, experiment_panel, run_table, session
 from pages.ui.access_notes import launch_notice
 from pages.ui.step_preview import preview
 from pages.ui.text import flash, plain, show_flash
@@ -183,11 +183,14 @@ def main() -> None:
     config_form.render(state, errors, policy, data_extra=lambda: upload_picker(
         state, root, session.max_upload_mb(), disabled=not may_upload))
 
+    n_train = _train_samples(config.to_json()) if config is not None else None
     if config is not None:
-        preview(config, _train_samples(config.to_json()))
+        preview(config, n_train)
     else:
         st.warning("Fix the settings marked above to see what the run will do.")
+    experiment_panel.estimate_section(state, config, root, actor, policy)
     _launch_controls(config, actor, policy)
+    experiment_panel.sweep_section(state, config, n_train, actor, policy, _owner(actor, policy))
 
     st.subheader("Runs")
     _where_runs_go()

@@ -455,4 +455,6 @@ def schedule_for_config(config, num_train_samples: int) -> Schedule:
         plan, logging_steps=config.logging_steps, eval_strategy=config.eval_strategy,
         eval_steps=config.eval_steps, save_strategy=config.save_strategy,
         save_steps=config.save_steps if config.save_steps is not None else DEFAULT_SAVE_STEPS,
-        save_total_limit=config.save_total_limit, load_best_model_at_end=config.load_best_model_at_end)
+        save_total_limit=config.save_total_limit,
+        load_best_model_at_end=config.load_best_model_at_end or getattr(config, "early_stopping_patience", None)
+        is not None)

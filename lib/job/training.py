@@ -78,6 +78,11 @@ def tensorboard_enabled(config: TrainConfig) -> bool:
         return False
 
 
+def keeps_best(config: TrainConfig) -> bool:
+    """Whether the Trainer tracks the best checkpoint and loads it at the end (asked for, or early stopping)."""
+    return bool(config.load_best_model_at_end or config.early_stopping_patience is not None)
+
+
 def training_arguments_kwargs(config: TrainConfig, output_dir: str | Path, *, device: str = "cpu",
                               tensorboard: bool = False) -> dict[str, Any]:
     """The TrainingArguments for a config (transformers 5 names: eval_strategy, warmup_steps float...)."""
@@ -102,9 +107,9 @@ def training_arguments_kwargs(config: TrainConfig, output_dir: str | Path, *, de
         logging_strategy="steps",
         logging_steps=config.logging_steps,
         save_total_limit=config.save_total_limit,
-        load_best_model_at_end=config.load_best_model_at_end,
-        metric_for_best_model=config.metric_for_best_model if config.load_best_model_at_end else None,
-        greater_is_better=(config.metric_for_best_model != "loss") if config.load_best_model_at_end else None,
+        load_best_model_at_end=keeps_best(config),
+        metric_for_best_model=config.metric_for_best_model if keeps_best(config) else None,
+        greater_is_better=(config.metric_for_best_model != "loss") if keeps_best(config) else None,
         fp16=fp16,
         bf16=bf16,
         use_cpu=device == "cpu",
@@ -440,11 +445,22 @@ def run_job(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> dict
     LabTrainer = make_trainer_class()
     if config.task == "distill":
         LabTrainer = distill.make_distill_trainer_class(LabTrainer, config.temperature, config.alpha)
+    callbacks = [RunDirCallback(run_dir, elapsed_before=elapsed_before)]
+    if main_process and config.system_metrics_every_s > 0:
+        from lib.job.sysmetrics import SystemMetricsCallback
+        callbacks.append(SystemMetricsCallback(run_dir, every_s=config.system_metrics_every_s,
+                                               elapsed_before=elapsed_before))
+    stopper = None
+    if config.early_stopping_patience is not None:
+        from transformers import EarlyStoppingCallback
+        stopper = EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience,
+                                        early_stopping_threshold=config.early_stopping_threshold)
+        callbacks.append(stopper)
     trainer = LabTrainer(model=model, args=args, train_dataset=tokenized["train"],
                          eval_dataset=eval_tokenized if config.eval_strategy != "no" else None,
                          processing_class=tokenizer, data_collator=collator,
                          compute_metrics=compute_metrics_fn(label_names),
-                         callbacks=[RunDirCallback(run_dir, elapsed_before=elapsed_before)])
+                         callbacks=callbacks)
     trainer.lab_train_lengths = (list(tokenized["train"].with_format(None)["length"]) if config.group_by_length
                                  else None)
     trainer.lab_shuffle_groups = config.shuffle_length_groups
@@ -457,6 +473,8 @@ def run_job(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> dict
         else:
             print("[lab] no complete checkpoint to resume from: starting from the beginning", flush=True)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if main_process and keeps_best(config):
+        rundir.update_status(run_dir, **best_checkpoint_status(trainer, stopper))
 
     # 6. Predictions on the eval split, in dataset order.
     if main_process:
@@ -478,6 +496,28 @@ def run_job(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> dict
         export_model(trainer, tokenizer, config, run_dir, loaded.info, final, calibration=calibration)
         rundir.update_status(run_dir, final_metrics=final, phase=None)
     return final
+
+
+def best_checkpoint_status(trainer, stopper=None) -> dict:
+    """status.json keys after training that kept the best checkpoint: which one, its metric, and whether
+    early stopping ended the run before its planned last step (and at which step)."""
+    state = trainer.state
+    best = state.best_model_checkpoint
+    out = {"best_checkpoint": Path(best).name if best else None,
+           "best_metric": float(state.best_metric) if state.best_metric is not None else None,
+           "best_step": state.best_global_step, "metric_for_best_model": trainer.args.metric_for_best_model}
+    if stopper is not None:
+        stopped = (stopper.early_stopping_patience_counter >= stopper.early_stopping_patience
+                   and state.global_step < state.max_steps)
+        out.update(stopped_early=bool(stopped), stopped_at_step=int(state.global_step) if stopped else None,
+                   planned_steps=int(state.max_steps))
+        if stopped:
+            print(f"[lab] stopped early at step {state.global_step} of {state.max_steps}: "
+                  f"{stopper.early_stopping_patience} evaluation(s) without improvement; exporting the best "
+                  f"checkpoint {out['best_checkpoint']}", flush=True)
+    return out
+
+
 
 
 def fit_calibration(logits, labels) -> dict | None:

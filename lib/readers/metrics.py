@@ -57,6 +57,7 @@ class MetricSeries:
     eval: list[dict]
     save: list[dict]
     end: list[dict]
+    system: list[dict] = field(default_factory=list)  # CPU/memory/GPU readings, in the order they were taken
     _memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     def column(self, event: str, key: str) -> tuple[list, list]:
@@ -81,6 +82,15 @@ class MetricSeries:
 
 
 def _build_series(rows: list[dict]) -> MetricSeries:
+    system = [r for r in rows if r.get("event") == "system"]
+    if system:
+        rows = [r for r in rows if r.get("event") != "system"]
+    series = _build_training_series(rows)
+    series.system = system
+    return series
+
+
+def _build_training_series(rows: list[dict]) -> MetricSeries:
     # Fast path: steps only grow within each event (a run that was never resumed).
     out: dict[str, list[dict]] = {"log": [], "eval": [], "save": [], "end": []}
     last = {"log": -1, "eval": -1, "save": -1, "end": -1}
@@ -109,6 +119,32 @@ def _build_series(rows: list[dict]) -> MetricSeries:
 
 def metric_series(run_dir: str | os.PathLike) -> MetricSeries:
     return jsonl.derived(Path(run_dir) / rundir.METRICS, "series", _build_series)
+
+
+SYSTEM_KEYS = ("cpu_percent", "rss_mb")
+
+
+def system_series(run_dir: str | os.PathLike) -> dict[str, tuple[list, list]]:
+    """The run's system readings as chart series: {key: (elapsed minutes, values)} for ``cpu_percent``,
+    ``rss_mb`` and each GPU's ``gpu<i>_util`` / ``gpu<i>_mem_mb`` present in the rows ({} when none)."""
+    series = metric_series(run_dir)
+    keys = list(SYSTEM_KEYS)
+    for row in series.system:
+        for k in row:
+            if str(k).startswith("gpu") and (k.endswith("_util") or k.endswith("_mem_mb")) and k not in keys:
+                keys.append(k)
+    out = {}
+    for key in keys:
+        x, y = series.xy("system", key, axis="time")
+        if y:
+            out[key] = (x, y)
+    return out
+
+
+def latest_system(run_dir: str | os.PathLike) -> dict | None:
+    """The run's most recent system reading (``rss_mb``, ``cpu_percent``, ...), or None."""
+    rows = metric_series(run_dir).system
+    return dict(rows[-1]) if rows else None
 
 
 X_AXES = {"step": "step", "epoch": "epoch", "time": "elapsed_s"}

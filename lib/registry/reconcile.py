@@ -18,6 +18,7 @@ from typing import Any
 
 from lib.config import run_label
 from lib.registry import backend as backends
+from lib.registry.notes import read_notes
 from lib.store import jsonl, rundir, slots
 from lib.util.fmt import num
 
@@ -421,6 +422,8 @@ class RunView:
     slurm_state: str | None = None
     slurm_reason: str | None = None
     nodes: str = ""
+    note: str = ""                 # notes.json (lib.registry.notes): user text, shown as text
+    tags: tuple[str, ...] = ()
 
     @property
     def active(self) -> bool:
@@ -434,6 +437,7 @@ class RunView:
         """A JSON-ready dict (``python -m lib.runs show --json``)."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["path"] = str(self.path)
+        out["tags"] = list(self.tags)
         return out
 
 
@@ -462,6 +466,7 @@ def view(run_dir: str | os.PathLike, status: dict | None = None, *, now: float |
     if best is None:
         best = num(final.get("eval_accuracy"))
     position = status.get("queue_position")
+    notes = read_notes(run_dir)
     return RunView(
         run_id=run_dir.name, path=run_dir, label=run_label(config, run_dir.name),
         owner=str(config.get("owner") or status.get("owner") or ""), state=state,
@@ -476,7 +481,8 @@ def view(run_dir: str | os.PathLike, status: dict | None = None, *, now: float |
         backend=str(status.get("backend") or backends.LOCAL),
         slurm_job_id=str(status["slurm_job_id"]) if status.get("slurm_job_id") else None,
         slurm_state=status.get("slurm_state"), slurm_reason=status.get("slurm_reason"),
-        nodes=str(status.get("nodes") or status.get("slurm_nodes") or ""))
+        nodes=str(status.get("nodes") or status.get("slurm_nodes") or ""),
+        note=notes["note"], tags=tuple(notes["tags"]))
 
 
 def _slurm_answer(run_dirs: list[Path]) -> tuple[dict, str | None] | None:

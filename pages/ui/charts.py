@@ -183,3 +183,45 @@ def reliability_figure(bins: list[dict], ece: float | None, n_labels: int,
     fig.update_xaxes(title="confidence", range=[lo, 1])
     fig.update_yaxes(title="accuracy", range=[0, 1])
     return fig
+
+
+# ---------------------------------------------------------------------------------------------------
+# System use and sweeps
+# ---------------------------------------------------------------------------------------------------
+def system_figure(run_dir) -> go.Figure | None:
+    """The job's memory (RSS, MB) and CPU use (%, 100 = one core) over training time, with each GPU's
+    utilisation and memory when the run recorded them; None when it recorded no system readings."""
+    series = metrics.system_series(run_dir)
+    if not series:
+        return None
+    fig = figure("System", "time", "memory (MB)")
+    for i, (key, (xs, ys)) in enumerate(series.items()):
+        xs, ys = thin(xs, ys)
+        on_right = key == "cpu_percent" or key.endswith("_util")
+        name = {"rss_mb": "memory (RSS, MB)", "cpu_percent": "CPU (%)"}.get(key, key.replace("_", " "))
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=name, yaxis="y2" if on_right else "y",
+                                 line=dict(color=PALETTE[i % len(PALETTE)])))
+    fig.update_layout(yaxis2=dict(title="CPU / GPU use (%)", overlaying="y", side="right", rangemode="tozero"))
+    return fig
+
+
+def sweep_figure(table: dict) -> go.Figure | None:
+    """Parallel coordinates of a sweep: one line per run from its grid values to its metric (the best run
+    darkest). None when no run has the metric yet."""
+    rows = [r for r in table["rows"] if isinstance(r.get(table["metric"]), (int, float))]
+    if not rows:
+        return None
+    dims = []
+    for name in table["fields"]:
+        values = [r.get(name) for r in rows]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            dims.append(dict(label=svg_text(name), values=[float(v) for v in values]))
+        else:
+            levels = sorted({str(v) for v in values})
+            dims.append(dict(label=svg_text(name), values=[levels.index(str(v)) for v in values],
+                             tickvals=list(range(len(levels))), ticktext=[svg_text(x) for x in levels]))
+    scores = [float(r[table["metric"]]) for r in rows]
+    dims.append(dict(label=svg_text(table["metric"]), values=scores))
+    fig = go.Figure(go.Parcoords(line=dict(color=scores, colorscale="Viridis", showscale=True), dimensions=dims))
+    fig.update_layout(title="Settings → " + svg_text(table["metric"]), height=340, margin=dict(l=60, r=40, t=60, b=20))
+    return fig

@@ -24,7 +24,7 @@ SOURCE_KEY = "tr_source"                      # what the form was last filled fr
 PREFLIGHT_KEY = "tr_preflight"                # problems found by the last launch attempt
 ALWAYS_OPEN = ("Run", "Data", "Model", "Schedule")
 MULTI_NODE = ("num_nodes", "node_rank", "rdzv_endpoint")
-NOT_IN_FORM = ("owner",)                      # filled in by the app, never typed
+NOT_IN_FORM = ("owner", "sweep_id", "sweep_point")  # filled in by the app or a sweep, never typed
 BOOL_WORDS = {True: "on", False: "off", "auto": "auto"}
 TEXT_MAX_CHARS = 500                          # TrainConfig refuses longer text values
 

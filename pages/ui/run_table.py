@@ -15,7 +15,7 @@ from pathlib import Path
 import streamlit as st
 
 from lib.errors import LabError
-from lib.readers import progress
+from lib.readers import metrics, progress
 from lib.registry import access, control, launching, reconcile
 from lib.registry import backend as backends
 from lib.registry.access import Actor, Policy
@@ -50,6 +50,14 @@ def _eta(run: RunView) -> str:
         return ""
 
 
+def _rss(run: RunView) -> float | None:
+    """A running job's memory (RSS, MB) from its latest system reading."""
+    if run.state != "running":
+        return None
+    reading = metrics.latest_system(run.path)
+    return reading.get("rss_mb") if reading else None
+
+
 def slurm_column(runs: list[RunView]) -> bool:
     """Whether the run table has a Slurm job column: runs go to Slurm, or some run went there."""
     try:
@@ -69,6 +77,7 @@ def table_rows(runs: list[RunView], *, job_column: bool = False) -> list[dict]:
         "steps": f"{r.step}/{r.total_steps}" if r.total_steps else "", "ETA": _eta(r),
         "model": r.model, "dataset": r.dataset, "started": format_time(r.started_at, missing=""),
         "duration": format_duration(r.duration_s, missing=""), "best accuracy": r.best_eval_accuracy,
+        "memory (MB)": _rss(r), "tags": ", ".join(r.tags),
     } for r in runs]
 
 
@@ -207,7 +216,9 @@ def run_panel(runs_dir: Path, on_clone: Callable[[str], None]) -> None:
         st.info("No runs yet. Launch one above.")
         return
     st.dataframe(table_rows(runs, job_column=slurm_column(runs)), hide_index=True, key="tr_run_table", column_config={
-        "progress": PROGRESS_COLUMN, "best accuracy": st.column_config.NumberColumn("best accuracy", format="%.3f")})
+        "progress": PROGRESS_COLUMN, "best accuracy": st.column_config.NumberColumn("best accuracy", format="%.3f"),
+        "memory (MB)": st.column_config.NumberColumn("memory (MB)", format="%.0f",
+                                                     help="A running job's resident memory, from its last reading")})
     by_id = {r.run_id: r for r in runs}
     state = st.session_state
     if state.get(SELECTED_KEY) not in by_id:

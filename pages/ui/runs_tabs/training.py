@@ -102,3 +102,8 @@ def render_charts(run: RunView, series: metrics.MetricSeries, x_axis: str, smoot
                 st.caption(f"{title}: nothing logged yet.")
             else:
                 charts.show(fig, f"train_{metric}")
+    system = charts.system_figure(run.path)
+    if system is not None:
+        charts.show(system, "train_system")
+    else:
+        st.caption("System: no CPU or memory readings recorded for this run (system_metrics_every_s).")
