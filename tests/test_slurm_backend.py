@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -48,28 +47,8 @@ exit "$(cat "$dir/exit_code" 2>/dev/null || echo 0)"
 # ---------------------------------------------------------------------------------------------------
 # The cluster
 
-def _start_cluster() -> str:
-    """Start the one-node cluster when we may; return why not otherwise ('' when it is up)."""
-    if slurm.slurm_available():
-        return ""
-    if os.geteuid() != 0:
-        return ("Slurm is not running here and the tests are not root, so they cannot start it "
-                "(sudo scripts/slurm-up.sh)")
-    if not (shutil.which("slurmctld") or Path("/usr/sbin/slurmctld").exists()) and not os.environ.get("CI"):
-        return "Slurm is not installed here (apt-get install slurm-wlm munge, or run scripts/slurm-up.sh as root)"
-    proc = subprocess.run(["bash", str(UP_SCRIPT)], capture_output=True, text=True, timeout=300)
-    if proc.returncode != 0 or not slurm.slurm_available():
-        return f"scripts/slurm-up.sh could not start Slurm: {(proc.stderr or proc.stdout).strip()[-500:]}"
-    return ""
-
-
 @pytest.fixture(scope="module")
-def cluster():
-    why = _start_cluster()
-    if why:
-        if os.environ.get("CI"):
-            pytest.fail(f"{why}. In CI the Slurm tests must run against a real cluster.")
-        pytest.skip(f"{why}. Skipped outside CI only; in CI (CI set) this is a failure.")
+def cluster(slurm_cluster):
     yield
 
 

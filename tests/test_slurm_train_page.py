@@ -6,9 +6,7 @@ CI when there is no Slurm and fails in CI (CI set), as in tests/test_slurm_regis
 """
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -99,18 +97,8 @@ def test_a_bad_backend_setting_is_shown(runs_dir, monkeypatch):
 
 
 @pytest.fixture
-def cluster():
-    if not slurm.slurm_available():
-        why = "Slurm is not running here (sudo bash scripts/slurm-up.sh starts a one-node cluster)"
-        if os.geteuid() == 0 and (shutil.which("slurmctld") or Path("/usr/sbin/slurmctld").exists()):
-            proc = subprocess.run(["bash", str(ROOT / "scripts" / "slurm-up.sh")], capture_output=True, text=True,
-                                  timeout=300)
-            up = proc.returncode == 0 and slurm.slurm_available()
-            why = "" if up else f"slurm-up.sh failed: {proc.stderr[-300:]}"
-        if why:
-            if os.environ.get("CI"):
-                pytest.fail(f"{why}. In CI the Slurm tests must run against a real cluster.")
-            pytest.skip(f"{why}. Skipped outside CI only; in CI (CI set) this is a failure.")
+def cluster(slurm_cluster):
+    yield
 
 
 @pytest.fixture
