@@ -37,3 +37,8 @@ class HubUnavailableError(LabError):
 
 class RunError(LabError):
     """A run-registry operation was refused (unknown id, wrong state, not allowed...)."""
+
+
+def os_error_message(exc: OSError) -> str:
+    """A short line for a file-system error (what failed and on which file), for the command lines."""
+    return f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")

@@ -28,7 +28,7 @@ import os
 import sys
 from pathlib import Path
 
-from lib.errors import DataError, LabError
+from lib.errors import DataError, LabError, os_error_message
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
 
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as exc:
-        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        print(f"error: {os_error_message(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return EXIT_OK
 

@@ -134,7 +134,6 @@ def test_csv_errors(run_dir, tmp_path, capsys):
 
 def test_precision_flag(run_dir):
     """--precision fp32 gives exactly the library's full-precision scores; int8 (the default) answers too."""
-    sys.path.insert(0, str(ROOT))
     from lib.serving.predictor import Predictor
     texts = ["A warm, funny film.", "Dull and far too long."]
     exact = Predictor(run_dir / "model").predict(texts)

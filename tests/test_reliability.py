@@ -24,11 +24,11 @@ TINY = ["--set", "model=tiny-bert", "--set", "max_train_samples=32", "--set", "m
 def run_job_with_fault(tmp_path: Path, runs: Path, patch: str, *extra: str) -> tuple[subprocess.CompletedProcess, Path]:
     """Run the real job in its own process with one fault patched in (the production code is untouched)."""
     script = tmp_path / "faulty_job.py"
-    script.write_text(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n{patch}\nimport lib.train\n"
+    script.write_text(f"import sys\n{patch}\nimport lib.train\n"
                       "sys.exit(lib.train.main(sys.argv[1:]))\n")
     proc = subprocess.run([sys.executable, str(script), "--preset", "demo", "--runs-dir", str(runs), *TINY, *extra],
                           cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"})
+                          env={**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)})
     line = [ln for ln in proc.stderr.splitlines() if ln.startswith("run directory: ")]
     run_dir = Path(line[-1].split(": ", 1)[1]) if line else Path(proc.stdout.strip().splitlines()[-1])
     return proc, run_dir

@@ -14,6 +14,22 @@ def machine_busy_seconds() -> float:
     return sum(getattr(t, k, 0.0) for k in ("user", "nice", "system", "irq", "softirq", "steal"))
 
 
+def process_tree_cpu_seconds() -> float:
+    """CPU seconds used by this process, its live children and the children that already exited."""
+    import psutil
+    me = psutil.Process()
+    total = 0.0
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+            if p is me:
+                total += t.children_user + t.children_system  # children that already exited
+        except psutil.Error:
+            continue
+    return total
+
+
 class OtherLoad:
     """How many CPU cores *other* processes keep busy: the kernel's busy time for the whole machine minus
     this process's own CPU time, over the last ``interval`` seconds, sampled by a daemon thread.
@@ -93,17 +109,7 @@ class Contention:
         self.seconds: float | None = None
 
     def _own(self) -> float:
-        me = self._psutil.Process()
-        total = 0.0
-        for p in [me, *me.children(recursive=True)]:
-            try:
-                t = p.cpu_times()
-                total += t.user + t.system
-                if p is me:
-                    total += t.children_user + t.children_system  # children that already exited
-            except self._psutil.Error:
-                continue
-        return total
+        return process_tree_cpu_seconds()
 
     def __enter__(self) -> Contention:
         self._t0 = time.perf_counter()
