@@ -35,7 +35,7 @@ def tiny_dir(tmp_path_factory) -> Path:
     model = tiny_bert(["NEGATIVE", "POSITIVE"], seed=3)
     model.save_pretrained(folder)
     load_tokenizer("bundled-minilm").save_pretrained(folder)
-    (folder / "preprocessing.json").write_text(json.dumps({"max_length": 96, "strip_html": True}))
+    (folder / "lab_preprocessing.json").write_text(json.dumps({"max_length": 96, "strip_html": True}))
     (folder / "calibration.json").write_text(json.dumps({"temperature": 1.7}))
     return folder
 
@@ -213,7 +213,7 @@ def test_torch_export_fallback_when_the_torchscript_exporter_fails(tiny_dir, tmp
     import shutil
     plain = tmp_path / "plain"
     shutil.copytree(tiny_dir, plain)
-    (plain / "preprocessing.json").unlink()
+    (plain / "lab_preprocessing.json").unlink()
     out = ox.export_onnx(plain, tmp_path / "fallback")
     meta = ox.read_meta(out)
     assert meta["preprocessing"]["recorded_by_training"] is False and meta["max_length"] == 512

@@ -10,11 +10,11 @@ any BERT-style sequence classifier with safetensors weights) into a folder that 
                        quantized on the fly); the pooler and the classifier head stay in float, as in the
                        app's PyTorch int8 mode
     onnx.json          inputs, outputs, opset, which files hold what, the label names, how text must be
-                       prepared (``preprocessing``: the source folder's preprocessing.json when training
+                       prepared (``preprocessing``: the source folder's lab_preprocessing.json when training
                        wrote one; ``max_length``: the token limit to predict with), a signature of the
                        source model, and how closely the export agreed with PyTorch on a few sample reviews
     tokenizer files    the source model's tokenizer, saved next to the graph (tokenize with it)
-    config.json        the source model's config (label names), plus its preprocessing.json,
+    config.json        the source model's config (label names), plus its lab_preprocessing.json,
                        calibration.json and README.md when it has them
 
 :class:`OnnxClassifier` runs such a folder (or one ``.onnx`` file) on the CPU and returns logits for
@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from lib.errors import LabError, ModelError
+from lib.sources.preprocessing import PREPROCESSING_FILE
 
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -52,7 +53,7 @@ DEFAULT_OPSET = 17
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "logits"
 FP32_TOLERANCE = 1e-3          # max |logit difference| allowed between the fp32 graph and PyTorch
-CARRIED_FILES = ("config.json", "preprocessing.json", "calibration.json", "README.md")
+CARRIED_FILES = ("config.json", PREPROCESSING_FILE, "calibration.json", "README.md")
 KEEP_FLOAT = ("pooler", "classifier", "pre_classifier")   # module names whose weights int8 leaves in float
 INSTALL_HINT = "pip install onnxruntime (or pip install -r requirements.txt)"
 
@@ -329,9 +330,9 @@ def _agreement(model, tokenizer, names, graph: Path, texts: Sequence[str], max_l
 
 
 def _preprocessing(src: Path, tokenizer, config, max_length: int) -> dict:
-    """How text must be prepared for this model: the source folder's preprocessing.json when the training
+    """How text must be prepared for this model: the source folder's lab_preprocessing.json when the training
     job wrote one, else what the tokenizer itself says (marked as not recorded by training)."""
-    recorded = src / "preprocessing.json"
+    recorded = src / PREPROCESSING_FILE
     if recorded.is_file():
         try:
             data = json.loads(recorded.read_text(encoding="utf-8"))
