@@ -11,7 +11,7 @@ rounding flips the label. So by default the bundled MiniLM is fine-tuned here fo
 (``--finetune-samples`` IMDb training reviews at 128 tokens, plain PyTorch loop) into
 ``bench/out/onnx_runtime/model-*`` and reused on the next run. ``--head fresh`` skips that.
 
-The model is exported with ``lib.serving.onnx.export_onnx`` (fp32 and int8) and, side by side in one
+The model is exported with ``lib.job.onnx_export.export_onnx`` (fp32 and int8) and, side by side in one
 process, on the same real IMDb test reviews (cleaned as the training job cleans them: ``<br />`` → line
 break), at ``--max-length`` tokens:
 
@@ -439,8 +439,9 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
     import torch
 
+    from lib.job.onnx_export import export_onnx, read_meta
     from lib.serving.batch import predict_frame
-    from lib.serving.onnx import FastTokenizer, export_onnx, read_meta
+    from lib.serving.onnx import FastTokenizer
     from lib.serving.predictor import Predictor
 
     WORK.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Export a trained model: to ONNX for fast CPU predictions, or to the Hugging Face Hub.
 
-    python -m lib.export --model runs/<id>/model --format onnx --out runs/<id>/onnx
+    python -m lib.export --model runs/<id>/model --format onnx --int8     # into runs/<id>/onnx
     python -m lib.export --model runs/<id>/model --format onnx --out model-onnx --int8
     python -m lib.export --model runs/<id>/model --format hub --repo-id your-name/imdb-sentiment
 
@@ -8,7 +8,9 @@
 weights load from safetensors only.
 
 ``--format onnx`` writes ``model.onnx`` (plus ``model.int8.onnx`` with ``--int8``: 8-bit weights, faster
-on the CPU, nearly always the same label), the tokenizer and ``onnx.json`` into ``--out``, then checks
+on the CPU, nearly always the same label), the tokenizer and ``onnx.json`` into ``--out`` (default: where
+the app and ``python -m lib.predict`` look for it, ``<run>/onnx`` for a run's ``model/`` and
+``<folder>/onnx`` for other folders; they use it while it matches the weights), then checks
 the export against the PyTorch model on a few sample reviews and prints the largest logit difference.
 It needs onnxruntime and onnx (both in requirements.txt).
 
@@ -48,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m lib.export", description="Export a trained sentiment model to ONNX or the Hub.")
     p.add_argument("--model", required=True, metavar="DIR", help="a folder saved with save_pretrained (a run's model/)")
     p.add_argument("--format", required=True, choices=FORMATS, help="onnx: a folder onnxruntime runs; hub: upload")
-    p.add_argument("--out", metavar="OUT", help="(onnx) the folder to write; replaced when it holds an earlier export")
+    p.add_argument("--out", metavar="OUT", help="(onnx) the folder to write; replaced when it holds an earlier "
+                   "export (default: <run>/onnx for a run's model/, else DIR/onnx: where predictions look for it)")
     p.add_argument("--int8", action="store_true", help="(onnx) also write model.int8.onnx, with 8-bit weights")
     p.add_argument("--opset", type=int, default=None, help="(onnx) ONNX opset (default 17)")
     p.add_argument("--repo-id", metavar="NAME", help="(hub) the repository, e.g. your-name/imdb-sentiment")
@@ -78,12 +81,11 @@ def _quiet_transformers() -> None:
 
 
 def export_to_onnx(args) -> int:
-    from lib.serving import onnx as onnx_export
-    if not args.out:
-        raise ModelError("--format onnx needs --out FOLDER (where to write the ONNX model)")
+    from lib.job import onnx_export
     if args.repo_id:
         raise ModelError("--repo-id is for --format hub")
     model = _check_model(args.model)
+    args.out = args.out or str(onnx_export.export_dir_for(model))
     if not onnx_export.onnxruntime_available():
         raise Unavailable(f"ONNX export needs onnxruntime, which is not installed: {onnx_export.INSTALL_HINT}")
     if args.opset is not None and not 14 <= args.opset <= 21:

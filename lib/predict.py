@@ -10,7 +10,9 @@ With texts, one JSON object per text is printed: ``{"label": ..., "scores": {lab
 With ``--csv`` (CSV, TSV, JSON Lines or Parquet) the predictions are added as columns and written to
 ``--out`` as CSV; text cells that a spreadsheet would run as a formula are prefixed with ``'``.
 On the CPU predictions run in the fast int8 mode unless ``--precision fp32`` asks for the exact
-full-precision numbers the training job evaluated with.
+full-precision numbers the training job evaluated with. In int8 mode a model with a current ONNX export
+(``<run>/onnx``, written by the training job, or ``python -m lib.export --format onnx --int8``) runs
+on onnxruntime without loading torch; ``--runtime torch`` keeps PyTorch.
 
 Text is prepared as the model was trained: a run's export records its ``max_length``, truncation side
 and ``<br />`` cleaning (``lab_preprocessing.json``), a checkpoint uses its run's ``config.json``, and
@@ -53,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "the model was trained with; for other models their own limit, at most 512)")
     p.add_argument("--no-calibration", action="store_true",
                    help="raw probabilities instead of the calibrated ones (the label is the same)")
+    p.add_argument("--runtime", choices=["auto", "onnx", "torch"], default=None,
+                   help="auto: onnxruntime for int8 when the model has a current ONNX export (the training job "
+                        "writes one into <run>/onnx), else PyTorch; onnx: require the export; torch: PyTorch "
+                        "(default: auto, or $LAB_PREDICT_RUNTIME)")
     p.add_argument("--precision", choices=["int8", "fp32"], default=None,
                    help="int8: fast CPU mode (dynamic quantization, about 2x faster, agrees with full precision on "
                         "~99%% of reviews); fp32: exactly the training job's numbers (default: int8, or "
@@ -87,11 +93,11 @@ def _check_args(args) -> None:
 
 
 def _quiet_transformers() -> None:
-    """No weight-loading progress bars or load reports on the terminal: only the predictions."""
+    """No weight-loading progress bars or load reports on the terminal: only the predictions. Set through
+    the environment, which transformers reads when (and only if) it is imported: with an ONNX export
+    neither transformers nor torch is loaded at all."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from transformers.utils import logging as hf_logging
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,11 +106,19 @@ def main(argv: list[str] | None = None) -> int:
         _check_args(args)
         _quiet_transformers()
         from lib.serving.batch import predict_frame, read_table_file, safe_csv_bytes
-        from lib.serving.predictor import BASE_MODEL, Predictor, check_model_folder, default_precision
+        from lib.serving.predictor import (
+            BASE_MODEL,
+            Predictor,
+            check_model_folder,
+            default_precision,
+            default_runtime,
+        )
         model = args.model if args.model == BASE_MODEL else str(check_model_folder(args.model))
         table = read_table_file(args.csv, args.text_column) if args.csv else None
         predictor = Predictor(model, max_length=args.max_length, precision=args.precision or default_precision(),
-                              calibrated=not args.no_calibration)
+                              calibrated=not args.no_calibration, runtime=args.runtime or default_runtime())
+        if predictor.runtime_note:
+            print(f"note: {predictor.runtime_note}", file=sys.stderr)
         if table is not None:
             result = predict_frame(predictor, table, args.text_column, batch_size=args.batch_size)
             tmp = Path(args.out).with_name(f".{Path(args.out).name}.tmp{os.getpid()}")

@@ -16,6 +16,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from lib.errors import ModelError  # noqa: E402
+from lib.job import onnx_export as ex  # noqa: E402
 from lib.serving import onnx as ox  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +43,7 @@ def tiny_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def exported(tiny_dir, tmp_path_factory) -> Path:
-    return ox.export_onnx(tiny_dir, tmp_path_factory.mktemp("export") / "onnx", quantize=True)
+    return ex.export_onnx(tiny_dir, tmp_path_factory.mktemp("export") / "onnx", quantize=True)
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +66,10 @@ def torch_logits(model, enc) -> np.ndarray:
 
 def test_export_writes_graphs_tokenizer_and_metadata(exported, tiny_dir):
     names = set(os.listdir(exported))
-    assert {ox.ONNX_FILE, ox.INT8_FILE, ox.META_FILE, "config.json", "tokenizer.json"} <= names
+    assert {ex.ONNX_FILE, ex.INT8_FILE, ex.META_FILE, "config.json", "tokenizer.json"} <= names
     assert not any(n.endswith((".bin", ".pt", ".pth", ".pkl")) for n in names)
-    meta = ox.read_meta(exported)
-    assert meta["files"] == {"fp32": ox.ONNX_FILE, "int8": ox.INT8_FILE}
+    meta = ex.read_meta(exported)
+    assert meta["files"] == {"fp32": ex.ONNX_FILE, "int8": ex.INT8_FILE}
     assert [i["name"] for i in meta["inputs"]] == ["input_ids", "attention_mask", "token_type_ids"]
     assert all(i["dtype"] == "int64" for i in meta["inputs"])
     assert meta["outputs"][0]["shape"] == ["batch", 2]
@@ -84,7 +85,7 @@ def test_export_writes_graphs_tokenizer_and_metadata(exported, tiny_dir):
     assert weights[0]["size"] == (tiny_dir / "model.safetensors").stat().st_size
     assert meta["check"]["fp32"]["max_abs_logit_diff"] < 1e-3
     assert meta["check"]["fp32"]["labels_agree"] == meta["check"]["fp32"]["texts"]
-    assert (exported / ox.INT8_FILE).stat().st_size < (exported / ox.ONNX_FILE).stat().st_size
+    assert (exported / ex.INT8_FILE).stat().st_size < (exported / ex.ONNX_FILE).stat().st_size
 
 
 def test_fp32_graph_agrees_with_pytorch_at_any_batch_and_length(exported, torch_side):
@@ -114,7 +115,7 @@ def test_int8_graph_is_close_to_full_precision(exported, torch_side):
     enc = encode(tok, TEXTS)
     fp32 = ox.OnnxClassifier(exported).logits(**enc)
     int8 = ox.OnnxClassifier(exported, precision="int8")
-    assert int8.precision == "int8" and int8.path.name == ox.INT8_FILE
+    assert int8.precision == "int8" and int8.path.name == ex.INT8_FILE
     got = int8.logits(**enc)
     assert got.shape == fp32.shape
     assert not np.array_equal(got, fp32)                 # it really is another graph
@@ -124,7 +125,7 @@ def test_int8_graph_is_close_to_full_precision(exported, torch_side):
 def test_inputs_of_other_integer_types_and_defaults(exported, torch_side):
     model, tok = torch_side
     enc = encode(tok, TEXTS[:1])
-    clf = ox.OnnxClassifier(exported / ox.ONNX_FILE)
+    clf = ox.OnnxClassifier(exported / ex.ONNX_FILE)
     ref = clf.logits(**enc)
     np.testing.assert_allclose(clf.logits(enc["input_ids"].astype(np.int32)), ref, atol=1e-6)  # mask: all ones
     np.testing.assert_allclose(clf.logits(list(enc["input_ids"][0])), ref, atol=1e-6)        # one review, 1-D
@@ -161,7 +162,7 @@ def test_bad_inputs_and_missing_files_are_model_errors(exported, tmp_path):
         ox.OnnxClassifier(tmp_path / "nowhere")
     only_fp32 = tmp_path / "only-fp32"
     only_fp32.mkdir()
-    (only_fp32 / ox.ONNX_FILE).write_bytes((exported / ox.ONNX_FILE).read_bytes())
+    (only_fp32 / ex.ONNX_FILE).write_bytes((exported / ex.ONNX_FILE).read_bytes())
     with pytest.raises(ModelError, match="--int8"):
         ox.OnnxClassifier(only_fp32, precision="int8")
     junk = tmp_path / "junk.onnx"
@@ -176,28 +177,28 @@ def test_without_onnxruntime_the_message_says_what_to_install(exported, tiny_dir
     with pytest.raises(ModelError, match="pip install onnxruntime"):
         ox.OnnxClassifier(exported)
     with pytest.raises(ModelError, match="pip install onnxruntime"):
-        ox.export_onnx(tiny_dir, tmp_path / "out")
+        ex.export_onnx(tiny_dir, tmp_path / "out")
 
 
 def test_export_refuses_unsafe_or_clobbering_targets(tiny_dir, tmp_path):
     with pytest.raises(ModelError, match="does not exist"):
-        ox.export_onnx(tmp_path / "missing", tmp_path / "out")
+        ex.export_onnx(tmp_path / "missing", tmp_path / "out")
     for clobbering in (tiny_dir, tiny_dir.parent):
         with pytest.raises(ModelError, match="must not be the model folder"):
-            ox.export_onnx(tiny_dir, clobbering)
+            ex.export_onnx(tiny_dir, clobbering)
     assert (tiny_dir / "model.safetensors").is_file()
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "notes.txt").write_text("keep me")
     with pytest.raises(ModelError, match="not empty"):
-        ox.export_onnx(tiny_dir, busy)
+        ex.export_onnx(tiny_dir, busy)
     assert (busy / "notes.txt").read_text() == "keep me"
     pickles = tmp_path / "pickles"
     pickles.mkdir()
     (pickles / "config.json").write_text((tiny_dir / "config.json").read_text())
     (pickles / "pytorch_model.bin").write_bytes(b"\x80\x04N.")
     with pytest.raises(ModelError, match="pickle"):
-        ox.export_onnx(pickles, tmp_path / "out2")
+        ex.export_onnx(pickles, tmp_path / "out2")
 
 
 def test_torch_export_fallback_when_the_torchscript_exporter_fails(tiny_dir, tmp_path, monkeypatch, torch_side):
@@ -214,8 +215,8 @@ def test_torch_export_fallback_when_the_torchscript_exporter_fails(tiny_dir, tmp
     plain = tmp_path / "plain"
     shutil.copytree(tiny_dir, plain)
     (plain / "lab_preprocessing.json").unlink()
-    out = ox.export_onnx(plain, tmp_path / "fallback")
-    meta = ox.read_meta(out)
+    out = ex.export_onnx(plain, tmp_path / "fallback")
+    meta = ex.read_meta(out)
     assert meta["preprocessing"]["recorded_by_training"] is False and meta["max_length"] == 512
     assert meta["exporter"] == "torch.onnx.export (torch.export)" and meta["opset"] >= 18
     model, tok = torch_side
@@ -227,11 +228,11 @@ def test_is_current_follows_the_source_weights(exported, tiny_dir, tmp_path):
     import shutil
     copy = tmp_path / "copy"
     shutil.copytree(tiny_dir, copy)                      # new mtimes, same bytes
-    assert ox.is_current(exported, tiny_dir)
-    assert ox.is_current(exported, copy)
+    assert ex.is_current(exported, tiny_dir)
+    assert ex.is_current(exported, copy)
     from lib.sources.models import tiny_bert
     tiny_bert(["NEGATIVE", "POSITIVE"], seed=4).save_pretrained(copy)   # retrained: other weights
-    assert not ox.is_current(exported, copy)
+    assert not ex.is_current(exported, copy)
 
 
 def test_export_cli_writes_and_reports_the_difference(tiny_dir, tmp_path):
@@ -239,15 +240,15 @@ def test_export_cli_writes_and_reports_the_difference(tiny_dir, tmp_path):
     proc = cli("--model", str(tiny_dir), "--format", "onnx", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["files"] == {"fp32": ox.ONNX_FILE}
+    assert result["files"] == {"fp32": ex.ONNX_FILE}
     assert result["max_abs_logit_diff"]["fp32"] < 1e-3
     assert "max abs logit difference" in proc.stderr
-    assert (out / ox.ONNX_FILE).is_file() and not (out / ox.INT8_FILE).exists()
+    assert (out / ex.ONNX_FILE).is_file() and not (out / ex.INT8_FILE).exists()
 
 
 @pytest.mark.parametrize("args, message", [
     (["--model", "{tmp}/missing", "--format", "onnx", "--out", "{tmp}/o"], "does not exist"),
-    (["--model", "{model}", "--format", "onnx"], "--out"),
+    (["--model", "{model}", "--format", "onnx", "--opset", "3"], "--opset must be between"),
     (["--model", "{model}", "--format", "zip", "--out", "{tmp}/o"], "invalid choice"),
     (["--model", "{model}", "--format", "hub"], "--repo-id"),
     (["--model", "{tmp}/missing", "--format", "hub", "--repo-id", "me/model"], "does not exist"),

@@ -50,8 +50,10 @@ def tokenizer_identity(tokenizer) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
 
 
-def cache_key(dataset, tokenizer_id: str, max_length: int, padding: str) -> str:
+def cache_key(dataset, tokenizer_id: str, max_length: int, padding: str, head_tokens: int = 0) -> str:
     raw = f"{dataset._fingerprint}|{tokenizer_id}|{int(max_length)}|{padding}|{FORMAT_VERSION}"
+    if head_tokens:
+        raw += f"|head{int(head_tokens)}"
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:24]
 
 
@@ -79,14 +81,23 @@ def prune(folder: Path, max_bytes: int = MAX_CACHE_BYTES, *, keep: set[str] = fr
 
 
 def map_tokenize(dataset, tokenizer, max_length: int, padding: str, *, cache_dir: Path | None = None,
-                 tokenizer_id: str | None = None, desc: str = "Tokenizing"):
+                 tokenizer_id: str | None = None, desc: str = "Tokenizing", head_tokens: int = 0):
     """``dataset.map(tokenize, batched=True)``: adds ``input_ids``, ``attention_mask`` (and
     ``token_type_ids``) and a ``length`` column (real tokens), keeping ``text`` and ``label``.
+    ``head_tokens`` > 0: head+tail truncation (:func:`lib.sources.preprocessing.cut_head_tail`).
     With ``cache_dir``, the result is read from / written to the shared cache. Returns (dataset, hit)."""
+    from lib.sources.preprocessing import cut_head_tail
     pad = PADDING_ARG[padding]
 
     def tokenize(batch):
-        enc = tokenizer(batch["text"], padding=pad, truncation=True, max_length=max_length)
+        if head_tokens:
+            enc = tokenizer(batch["text"], truncation=False, verbose=False)
+            for key in list(enc.keys()):
+                enc[key] = [cut_head_tail(v, max_length, head_tokens) for v in enc[key]]
+            if pad:
+                enc = tokenizer.pad(dict(enc), padding=pad, max_length=max_length)
+        else:
+            enc = tokenizer(batch["text"], padding=pad, truncation=True, max_length=max_length)
         enc["length"] = [int(sum(m)) for m in enc["attention_mask"]]
         return enc
 
@@ -94,7 +105,7 @@ def map_tokenize(dataset, tokenizer, max_length: int, padding: str, *, cache_dir
         return dataset.map(tokenize, batched=True, desc=desc), False
     cache_dir.mkdir(parents=True, exist_ok=True)
     tokenizer_id = tokenizer_id or tokenizer_identity(tokenizer)  # callers with several splits hash it once
-    path = cache_dir / f"tok-{cache_key(dataset, tokenizer_id, max_length, padding)}.arrow"
+    path = cache_dir / f"tok-{cache_key(dataset, tokenizer_id, max_length, padding, head_tokens)}.arrow"
     hit = path.is_file()
     out = dataset.map(tokenize, batched=True, cache_file_name=str(path), load_from_cache_file=True, desc=desc)
     if hit:

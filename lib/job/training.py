@@ -310,6 +310,7 @@ def tokenize_dataset(dataset, tokenizer, config: TrainConfig, *, cache_dir: Path
     tokenizer_id = tokcache.tokenizer_identity(tokenizer) if use_cache else None
     for split, ds in dataset.items():
         out[split], hit = tokcache.map_tokenize(ds, tokenizer, config.max_length, config.padding,
+                                                head_tokens=config.head_tokens,
                                                 cache_dir=cache_dir if use_cache else None, tokenizer_id=tokenizer_id)
         if hit:
             hits.append(split)
@@ -494,6 +495,9 @@ def run_job(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> dict
             print(f"[lab] calibration: temperature {calibration['temperature']:.3f} fitted on the eval split, "
                   f"ECE {calibration['ece_before']:.4f} -> {calibration['ece_after']:.4f}", flush=True)
         export_model(trainer, tokenizer, config, run_dir, loaded.info, final, calibration=calibration)
+        if config.onnx_export:
+            rundir.update_status(run_dir, phase="exporting to ONNX", heartbeat=time.time())
+            export_fast_runtime(run_dir)
         rundir.update_status(run_dir, final_metrics=final, phase=None)
     return final
 
@@ -613,6 +617,26 @@ def model_card(config: TrainConfig, info: dict, final: dict, baseline: dict | No
     return "\n".join(lines)
 
 
+def export_fast_runtime(run_dir: Path) -> Path | None:
+    """The int8 ONNX export of ``model/`` into ``<run>/onnx``, which CPU predictions run on (the app and
+    ``python -m lib.predict``). Without onnxruntime/onnx, or when the export fails its agreement check,
+    the log says so and predictions stay on PyTorch: the run itself never fails here."""
+    from lib.job import onnx_export
+    t0 = time.time()
+    try:
+        out = onnx_export.export_onnx(run_dir / rundir.MODEL, run_dir / rundir.ONNX, quantize=True, keep_fp32=False)
+    except LabError as exc:
+        print(f"[lab] no ONNX export ({exc}); predictions run on PyTorch", flush=True)
+        return None
+    except Exception as exc:  # noqa: BLE001 - an exporter bug must not lose a finished training
+        print(f"[lab] the ONNX export failed ({type(exc).__name__}: {str(exc)[:300]}); predictions run on "
+              "PyTorch", flush=True)
+        return None
+    print(f"[lab] ONNX export (int8) for fast CPU predictions in {time.time() - t0:.1f} s: "
+          f"{rundir.ONNX}/{onnx_export.INT8_FILE}", flush=True)
+    return out
+
+
 def export_model(trainer, tokenizer, config: TrainConfig, run_dir: Path, info: dict, final: dict, *,
                  calibration: dict | None = None) -> Path:
     """save_pretrained model + tokenizer + model card into model/, swapped in atomically, with how text was
@@ -626,7 +650,8 @@ def export_model(trainer, tokenizer, config: TrainConfig, run_dir: Path, info: d
     tokenizer.save_pretrained(str(tmp))
     prep = contract(max_length=config.max_length, strip_html=config.strip_html,
                     label_names=[str(n) for n in (info.get("label_names") or config.label_names)],
-                    truncation_side=getattr(tokenizer, "truncation_side", "right"), padding=config.padding)
+                    truncation_side=getattr(tokenizer, "truncation_side", "right"), padding=config.padding,
+                    head_tokens=config.head_tokens)
     write_preprocessing(tmp, prep)
     if calibration:
         rundir.atomic_write_json(tmp / rundir.CALIBRATION, calibration)

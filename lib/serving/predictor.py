@@ -191,6 +191,47 @@ def inference_threads() -> int:
     return 1 if OTHER_LOAD.is_busy() else _DEFAULT_THREADS
 
 
+# Which engine runs the forward pass. auto: onnxruntime when the model has a current ONNX export of the
+# chosen precision (the training job writes one into <run>/onnx; lib.export makes one for any folder) and
+# onnxruntime is installed, else PyTorch. The int8 ONNX graph is the fast CPU mode (BENCHMARKS.md,
+# inference); fp32 stays on PyTorch unless asked, so "full precision" means the job's own numbers.
+RUNTIMES = {
+    "auto": "onnxruntime for int8 when the model has a current ONNX export, else PyTorch",
+    "onnx": "onnxruntime (needs an ONNX export: python -m lib.export --model DIR --format onnx --int8)",
+    "torch": "PyTorch",
+}
+
+
+def default_runtime() -> str:
+    """``LAB_PREDICT_RUNTIME`` (``auto``, ``onnx`` or ``torch``) when set, else ``auto``."""
+    value = os.environ.get("LAB_PREDICT_RUNTIME", "").strip().lower()
+    return value if value in RUNTIMES else "auto"
+
+
+def _onnx_export(folder: Path, precision: str, runtime: str) -> Path | None:
+    """The ONNX export to serve ``folder`` with, or None for PyTorch (see RUNTIMES)."""
+    if runtime == "torch" or (runtime == "auto" and precision != "int8"):
+        return None
+    from lib.serving.onnx import export_dir_for, onnxruntime_available, serving_export
+    found = serving_export(folder, precision)
+    if found is None and runtime == "onnx":
+        if not onnxruntime_available():
+            raise ModelError("the ONNX runtime is not installed: pip install onnxruntime, or predict with "
+                             "--runtime torch")
+        flag = " --int8" if precision == "int8" else ""
+        raise ModelError(f"{folder} has no current {precision} ONNX export in {export_dir_for(folder)}: make one "
+                         f"with python -m lib.export --model {folder} --format onnx{flag}, or predict with "
+                         "--runtime torch")
+    return found
+
+
+def onnx_threads() -> int:
+    """onnxruntime threads for the next prediction: one per core, one while other processes keep every
+    core busy (the same rule as :func:`inference_threads`, without importing torch)."""
+    from lib.util.sysinfo import cpu_cores
+    return 1 if OTHER_LOAD.is_busy() else max(1, cpu_cores())
+
+
 def read_calibration(folder: str | os.PathLike) -> dict | None:
     """The temperature fitted for the model in ``folder`` (its ``calibration.json``), or None when the
     folder has none or it is damaged (then probabilities stay uncalibrated)."""
@@ -207,18 +248,41 @@ class Predictor:
     """A loaded sentiment model. ``predict(texts)`` and ``explain(text)``; thread-safe."""
 
     def __init__(self, source: str | os.PathLike, *, max_length: int | None = None, precision: str = "fp32",
-                 calibrated: bool = True):
-        import torch
-
-        from lib.sources.models import load_model, load_tokenizer
+                 calibrated: bool = True, runtime: str = "auto"):
         from lib.sources.preprocessing import preprocessing_for
         if precision not in PRECISIONS:
             raise ModelError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if runtime not in RUNTIMES:
+            raise ModelError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
         self.source = str(source)
         self.precision = precision
         self._lock = threading.Lock()
         self.preprocessing: dict | None = None     # how text was prepared for training (None: raw text)
         self.calibration: dict | None = None       # calibration.json of the model folder, when there is one
+        self._onnx = None                          # the OnnxClassifier when onnxruntime runs the model
+        self.runtime = "torch"                     # which engine runs the forward pass: torch | onnx
+        self.runtime_note = ""                     # why an ONNX export was not used, when that happened
+        if self.source == BASE_MODEL and runtime == "onnx":
+            raise ModelError("the bundled base model runs on PyTorch only: predict with --runtime torch")
+        if self.source != BASE_MODEL:
+            try:
+                folder = check_model_folder(self.source).resolve()
+            except LabError as exc:
+                raise ModelError(str(exc)) from None
+            onnx_dir = _onnx_export(folder, precision, runtime)
+            if onnx_dir is not None:
+                try:
+                    self._load_onnx(folder, onnx_dir, precision, preprocessing_for(folder))
+                    self._finish(max_length, calibrated)
+                    return
+                except ModelError as exc:
+                    if runtime == "onnx":
+                        raise
+                    self._onnx, self.runtime = None, "torch"   # a damaged export: PyTorch instead
+                    self.runtime_note = f"the ONNX export could not be used ({exc}); running on PyTorch"
+        import torch
+
+        from lib.sources.models import load_model, load_tokenizer
         try:
             if self.source == BASE_MODEL:
                 torch.manual_seed(0)  # the untrained head is random: make it the same every time
@@ -248,10 +312,37 @@ class Predictor:
         id2label = getattr(cfg, "id2label", None) or {}
         n = int(getattr(cfg, "num_labels", 0) or len(id2label) or 2)
         self.label_names = [str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(n)]
-        limits = [512]
+        self._limits = [512]
         pos = getattr(cfg, "max_position_embeddings", None)
         if isinstance(pos, int) and pos > 8:
-            limits.append(pos - (2 if getattr(cfg, "model_type", "") in ("roberta", "xlm-roberta") else 0))
+            self._limits.append(pos - (2 if getattr(cfg, "model_type", "") in ("roberta", "xlm-roberta") else 0))
+        import inspect
+        self._accepts = set(inspect.signature(self.model.forward).parameters)
+        self._finish(max_length, calibrated)
+
+    def _load_onnx(self, folder: Path, onnx_dir: Path, precision: str, preprocessing: dict | None) -> None:
+        """onnxruntime runs the export's graph; the export's tokenizer.json (the tokenizers library, no
+        torch) gives the same token ids as the model's tokenizer."""
+        from lib.serving.onnx import FastTokenizer, OnnxClassifier
+        from lib.util.sysinfo import cpu_cores
+        self._onnx = OnnxClassifier(onnx_dir, threads=cpu_cores(), precision=precision)
+        meta = self._onnx.meta
+        limit = meta.get("model_max_length")
+        limit = limit if isinstance(limit, int) and 8 <= limit <= 100_000 else 512
+        self.tokenizer = FastTokenizer(onnx_dir, max_length=limit)
+        self.model = None
+        self.runtime = "onnx"
+        self.description = f"{folder} ({precision}, onnxruntime)"
+        self.preprocessing = preprocessing
+        self.calibration = read_calibration(folder)
+        names = self._onnx.label_names or BASE_LABELS
+        self.label_names = [str(n) for n in names]
+        self._limits = [512, limit]
+        self._accepts = set(self._onnx.input_names)
+
+    def _finish(self, max_length: int | None, calibrated: bool) -> None:
+        """The token limit, the cleaning, the truncation side and the temperature, for either runtime."""
+        limits = list(self._limits)
         tmax = getattr(self.tokenizer, "model_max_length", None)
         if isinstance(tmax, int) and 8 <= tmax < 100_000:
             limits.append(tmax)
@@ -260,14 +351,14 @@ class Predictor:
         elif self.preprocessing:
             limits.append(int(self.preprocessing["max_length"]))
         self.max_length = max(8, min(limits))
+        from lib.sources.preprocessing import head_for
+        self.head_tokens = head_for(self.max_length, (self.preprocessing or {}).get("head_tokens"))
         self.strip_html = bool(self.preprocessing and self.preprocessing.get("strip_html"))
         if self.preprocessing:
             self.tokenizer.truncation_side = self.preprocessing.get("truncation_side", "right")
         self.truncation_side = getattr(self.tokenizer, "truncation_side", "right")
         self.temperature = float(self.calibration["temperature"]) if calibrated and self.calibration else 1.0
         self.calibrated = self.temperature != 1.0
-        import inspect
-        self._accepts = set(inspect.signature(self.model.forward).parameters)
 
     # ------------------------------------------------------------------ helpers
     def prepare(self, text: str) -> str:
@@ -275,22 +366,48 @@ class Predictor:
         from lib.sources.preprocessing import clean_text
         return clean_text(text, self.strip_html)
 
+    def _head_chars(self, max_tokens: int) -> int:
+        """With head+tail truncation and a text cut before tokenizing: characters kept from the start."""
+        from lib.sources.preprocessing import head_for
+        return (head_for(max_tokens, self.head_tokens) + 2) * CHARS_PER_TOKEN_CAP
+
     def _cut(self, text: str, max_tokens: int) -> tuple[str, bool]:
+        """The text cut to at most ``max_tokens * CHARS_PER_TOKEN_CAP`` characters before tokenizing (a
+        bound on the work; no token the model reads is lost): from the cut side, or for head+tail
+        truncation from the middle (the start for the head, the end for the tail)."""
         cap = max_tokens * CHARS_PER_TOKEN_CAP
         if len(text) <= cap:
             return text, False
+        if self.head_tokens:
+            head = self._head_chars(max_tokens)
+            return text[:head] + text[len(text) - (cap - head):], True
         return (text[-cap:], True) if self.truncation_side == "left" else (text[:cap], True)
+
+    def _tokenize(self, texts: list[str], max_tokens: int, offsets: bool):
+        """The tokenizer's output for ``texts`` cut to ``max_tokens`` as training did (the tokenizer's
+        truncation, or head+tail), plus each text's token count before the cut."""
+        if not self.head_tokens:
+            enc = self.tokenizer(texts, truncation=True, max_length=max_tokens, return_offsets_mapping=offsets)
+            return enc, None
+        from lib.sources.preprocessing import cut_head_tail
+        enc = self.tokenizer(texts, truncation=False, return_offsets_mapping=offsets, verbose=False)
+        full = [len(ids) for ids in enc["input_ids"]]
+        cut = {k: [cut_head_tail(v, max_tokens, self.head_tokens) for v in enc[k]] for k in enc.keys()}
+        return cut, full
 
     def _encode(self, texts: list[str], max_tokens: int) -> tuple[list[dict], list[bool]]:
         """Token ids per text (no padding) and whether each text was cut to fit ``max_tokens``."""
         cut = [self._cut(t, max_tokens) for t in texts]
         fast = getattr(self.tokenizer, "is_fast", False)
-        enc = self.tokenizer([c[0] for c in cut], truncation=True, max_length=max_tokens,
-                             return_offsets_mapping=fast)
+        enc, full = self._tokenize([c[0] for c in cut], max_tokens, fast and not self.head_tokens)
         items, truncated = [], []
         for i, (text, was_cut) in enumerate(cut):
             item = {k: enc[k][i] for k in enc.keys() if k != "offset_mapping"}
             trunc = was_cut
+            if full is not None:  # head+tail: cut when the review had more tokens than fit
+                items.append(item)
+                truncated.append(was_cut or full[i] > max_tokens)
+                continue
             if not trunc:
                 if fast:
                     ends = [e for (s, e) in enc["offset_mapping"][i] if e > s]
@@ -307,13 +424,18 @@ class Predictor:
         return items, truncated
 
     def _forward(self, items: list[dict]) -> list[list[float]]:
+        t = self.temperature
+        if self._onnx is not None:
+            batch = self.tokenizer.pad(items)
+            logits = self._onnx.logits(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
+                                       threads=onnx_threads()).tolist()
+            return [_softmax([x / t for x in row]) for row in logits]
         import torch
         batch = self.tokenizer.pad(items, return_tensors="pt")
         inputs = {k: v for k, v in batch.items() if k in self._accepts}
         torch.set_num_threads(inference_threads())
         with torch.inference_mode():
             logits = self.model(**inputs).logits.float().tolist()
-        t = self.temperature
         return [_softmax([x / t for x in row]) for row in logits]
 
     # ------------------------------------------------------------------ predict
@@ -355,9 +477,19 @@ class Predictor:
         result = self.predict([text])[0]
         result["latency_ms"] = (time.perf_counter() - t0) * 1000.0
         if result["truncated"]:
-            result["note"] = (f"The review is longer than the model's limit of {self.max_length} tokens: only "
-                              "its beginning was read.")
+            result["note"] = self.truncation_note()
         return result
+
+    def truncation_note(self, max_tokens: int | None = None) -> str:
+        """What the model read of a review longer than its limit."""
+        limit = max_tokens or self.max_length
+        if self.head_tokens:
+            from lib.sources.preprocessing import head_for
+            head = head_for(limit, self.head_tokens)
+            return (f"The review is longer than the model's limit of {limit} tokens: as in training, it read the "
+                    f"first {head} and the last {limit - 2 - head} tokens and skipped the middle.")
+        part = "end" if self.truncation_side == "left" else "beginning"
+        return f"The review is longer than the model's limit of {limit} tokens: only its {part} was read."
 
     # ------------------------------------------------------------------ explain
     def explain(self, text: str, max_tokens: int = EXPLAIN_MAX_TOKENS, max_units: int = EXPLAIN_MAX_UNITS,
@@ -389,12 +521,27 @@ class Predictor:
         t0 = time.perf_counter()
         with self._lock:
             cut_text, was_cut = self._cut(text, max_tokens)
-            enc = self.tokenizer(cut_text, truncation=True, max_length=max_tokens, return_offsets_mapping=True)
-            ids = list(enc["input_ids"])
-            item = {k: list(enc[k]) for k in enc.keys() if k != "offset_mapping"}
-            offsets = enc["offset_mapping"]
-            word_ids = enc.word_ids()
-            tokens = enc.tokens()
+            if self.head_tokens:
+                from lib.sources.preprocessing import cut_head_tail
+                enc = self.tokenizer(cut_text, truncation=False, return_offsets_mapping=True, verbose=False)
+                full_tokens = len(enc["input_ids"])
+                keep = [cut_head_tail(list(v), max_tokens, self.head_tokens)
+                        for v in (enc["input_ids"], enc["offset_mapping"], enc.word_ids(), enc.tokens())]
+                item = {k: cut_head_tail(list(enc[k]), max_tokens, self.head_tokens)
+                        for k in enc.keys() if k != "offset_mapping"}
+                ids, offsets, word_ids, tokens = keep
+                if was_cut:  # offsets of the kept end point into the cut text: move them to the whole text
+                    head, shift = self._head_chars(max_tokens), len(text) - len(cut_text)
+                    offsets = [(s + shift, e + shift) if s >= head else (s, e) for (s, e) in offsets]
+                    cut_text = text
+            else:
+                enc = self.tokenizer(cut_text, truncation=True, max_length=max_tokens, return_offsets_mapping=True)
+                full_tokens = None
+                ids = list(enc["input_ids"])
+                item = {k: list(enc[k]) for k in enc.keys() if k != "offset_mapping"}
+                offsets = enc["offset_mapping"]
+                word_ids = enc.word_ids()
+                tokens = enc.tokens()
             base = self._forward([item])[0]
             pred = max(range(len(base)), key=base.__getitem__)
             groups: dict[int, list[int]] = {}
@@ -424,9 +571,14 @@ class Predictor:
                               "score": float(score), "pieces": [tokens[p] for p in positions], "unit": u})
         ends = [e for (s, e) in offsets if e > s]
         analysed = max(ends) if ends else 0
-        truncated = was_cut or (len(ids) >= max_tokens and bool(text[analysed:].strip()))
+        if full_tokens is not None:
+            truncated = was_cut or full_tokens > max_tokens
+        else:
+            truncated = was_cut or (len(ids) >= max_tokens and bool(text[analysed:].strip()))
         note = ""
-        if truncated:
+        if truncated and full_tokens is not None:
+            note = (self.truncation_note(max_tokens) + " The middle of the review is not scored here.")
+        elif truncated:
             note = (f"Only the first {max_tokens} tokens (the first {analysed:,} characters) were explained; "
                     "the rest of the review is not shown here.")
         if per_unit > 1:

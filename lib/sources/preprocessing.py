@@ -36,11 +36,31 @@ def clean_text(text: str, strip_html: bool = True) -> str:
     return strip_html_breaks(text) if strip_html else text
 
 
+def head_for(max_length: int, head_tokens: int | None) -> int:
+    """The head of head+tail truncation that fits ``max_length`` (at least one end token stays)."""
+    return max(0, min(int(head_tokens or 0), int(max_length) - 3))
+
+
+def cut_head_tail(values: list, max_length: int, head_tokens: int) -> list:
+    """One tokenized review (ids, mask, offsets...: one entry per token, the special tokens first and
+    last) cut to ``max_length`` by head+tail truncation: the first special token, the next
+    ``head_tokens`` tokens, and the last ``max_length - 1 - head_tokens`` (ending with the closing special
+    token). Shorter reviews are returned as they are."""
+    n = len(values)
+    if n <= max_length:
+        return list(values)
+    head = head_for(max_length, head_tokens)
+    return list(values[:1 + head]) + list(values[n - (max_length - 1 - head):])
+
+
 def contract(*, max_length: int, strip_html: bool, label_names: list[str], truncation_side: str = "right",
-             padding: str | None = None, source: str = "export") -> dict:
-    """The record of how text was prepared for training (what ``lab_preprocessing.json`` holds)."""
+             padding: str | None = None, source: str = "export", head_tokens: int = 0) -> dict:
+    """The record of how text was prepared for training (what ``lab_preprocessing.json`` holds).
+    ``head_tokens`` > 0: head+tail truncation (the first ``head_tokens`` tokens and the end of long reviews)."""
+    head = head_for(max_length, head_tokens)
     return {"format": FORMAT_VERSION, "max_length": int(max_length), "truncation": True,
-            "truncation_side": str(truncation_side or "right"), "strip_html": bool(strip_html),
+            "truncation_side": str(truncation_side or "right"), "head_tokens": head,
+            "strip_html": bool(strip_html),
             "cleaning": (["<br /> tags become line breaks"] if strip_html else []),
             "label_names": [str(n) for n in label_names], "padding_in_training": padding, "source": source}
 
@@ -69,8 +89,10 @@ def _valid(record: Any) -> dict | None:
     side = record.get("truncation_side") if record.get("truncation_side") in ("left", "right") else "right"
     names = record.get("label_names")
     names = [str(n) for n in names] if isinstance(names, list) and len(names) >= 2 else None
+    head = record.get("head_tokens")
+    head = head_for(ml, head) if isinstance(head, int) and not isinstance(head, bool) and head > 0 else 0
     return {**record, "max_length": ml, "strip_html": bool(record.get("strip_html", False)),
-            "truncation_side": side, "label_names": names}
+            "truncation_side": side, "label_names": names, "head_tokens": head}
 
 
 def preprocessing_for(folder: str | os.PathLike) -> dict | None:
@@ -89,7 +111,9 @@ def preprocessing_for(folder: str | os.PathLike) -> dict | None:
             names = cfg.get("label_names") if isinstance(cfg.get("label_names"), list) else []
             return _valid(contract(max_length=cfg["max_length"], strip_html=bool(cfg.get("strip_html", True)),
                                    label_names=names, truncation_side=side or "right",
-                                   padding=cfg.get("padding"), source="run config.json"))
+                                   padding=cfg.get("padding"), source="run config.json",
+                                   head_tokens=cfg.get("head_tokens") if isinstance(cfg.get("head_tokens"), int)
+                                   else 0))
     return None
 
 
@@ -97,17 +121,38 @@ def card_lines(record: dict) -> list[str]:
     """The model card's section on preparing text, for ``pipeline()`` users."""
     clean = ("replace every `<br />` tag (also `<br>`, `<BR/>`) with a line break (`\\n`)"
              if record.get("strip_html") else "no cleaning: the raw text")
-    return [
-        "## Preparing text (as in training)", "",
-        f"- cleaning: {clean}",
-        f"- max_length {record['max_length']} tokens, longer reviews cut on the {record['truncation_side']}",
-        f"- recorded in `{PREPROCESSING_FILE}` beside the weights; `python -m lib.predict` and the app apply it",
-        "",
-        "With `pipeline()`, do the same:", "", "```python", "import re",
-        "from transformers import pipeline",
-        "clf = pipeline(\"text-classification\", model=\"path/to/this/folder\")",
-        ("clean = lambda t: re.sub(r\"<\\s*br\\s*/?\\s*>\", \"\\n\", t, flags=re.I)" if record.get("strip_html")
-         else "clean = lambda t: t"),
-        f"clf(clean(\"A warm, funny and beautifully acted film.<br /><br />Loved it.\"), truncation=True, "
-        f"max_length={record['max_length']})",
+    ml, head = record["max_length"], int(record.get("head_tokens") or 0)
+    clean_line = ("clean = lambda t: re.sub(r\"<\\s*br\\s*/?\\s*>\", \"\\n\", t, flags=re.I)"
+                  if record.get("strip_html") else "clean = lambda t: t")
+    if head:
+        cut = (f"- max_length {ml} tokens; a longer review keeps its first {head} tokens and its last "
+               f"{ml - 2 - head} (head+tail truncation: the verdict usually comes at the end)")
+    else:
+        cut = f"- max_length {ml} tokens, longer reviews cut on the {record['truncation_side']}"
+    lines = ["## Preparing text (as in training)", "", f"- cleaning: {clean}", cut,
+             f"- recorded in `{PREPROCESSING_FILE}` beside the weights; `python -m lib.predict` and the app apply it",
+             ""]
+    if not head:
+        return lines + [
+            "With `pipeline()`, do the same:", "", "```python", "import re",
+            "from transformers import pipeline",
+            "clf = pipeline(\"text-classification\", model=\"path/to/this/folder\")", clean_line,
+            f"clf(clean(\"A warm, funny and beautifully acted film.<br /><br />Loved it.\"), truncation=True, "
+            f"max_length={ml})",
+            "```", ""]
+    return lines + [
+        f"`pipeline()` can only keep a review's beginning (`truncation=True, max_length={ml}`), which reads long "
+        "reviews differently from training and scores lower on them. To do what training did:", "",
+        "```python", "import re", "import torch",
+        "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+        "folder = \"path/to/this/folder\"",
+        "tok = AutoTokenizer.from_pretrained(folder)",
+        "model = AutoModelForSequenceClassification.from_pretrained(folder).eval()", clean_line,
+        "ids = tok(clean(\"A warm, funny and beautifully acted film.<br /><br />Loved it.\"))[\"input_ids\"]",
+        f"if len(ids) > {ml}:",
+        f"    ids = ids[:{1 + head}] + ids[len(ids) - {ml - 1 - head}:]   # [CLS] + first {head} ... last "
+        f"{ml - 2 - head} + [SEP]",
+        "with torch.no_grad():",
+        "    probs = model(input_ids=torch.tensor([ids])).logits.softmax(-1)[0]",
+        "print({model.config.id2label[i]: float(p) for i, p in enumerate(probs)})",
         "```", ""]

@@ -45,6 +45,7 @@ DATA_INFO = "data.json"
 BASELINE = "baseline.json"
 CHECKPOINTS = "checkpoints"
 MODEL = "model"
+ONNX = "onnx"  # the ONNX export of model/ for fast CPU predictions (model.onnx, model.int8.onnx, onnx.json)
 PREDICTIONS = "eval_predictions.jsonl"
 CALIBRATION = "calibration.json"  # the temperature fitted on the eval split (run directory and model/)
 UPLOADS = "_uploads"  # uploaded data files live in <runs_dir>/_uploads/<server-made name>
