@@ -106,6 +106,10 @@ class TrainConfig:
     sort_eval_by_length: bool = _f(True, "Model", "Evaluate in length-sorted batches (less padding, about "
                                    "1.8x faster with dynamic padding); predictions are put back in dataset "
                                    "order.")
+    freeze_embeddings: bool = _f(False, "Model", "Keep the pre-trained word embeddings fixed: faster steps, and on "
+                                 "small data sets less forgetting of words the training reviews never use.")
+    frozen_layers: int = _f(0, "Model", "Keep the first this many transformer layers fixed as well (0: train all "
+                            "layers; all of them: only the classifier head trains).", min=0, max=48)
     onnx_export: bool = _f(True, "Model", "After training, also export the model to ONNX with int8 weights "
                            "(<run>/onnx) so the app and python -m lib.predict answer about twice as fast on a CPU; "
                            "skipped with a note when onnxruntime is not installed.")

@@ -161,8 +161,10 @@ def build_student(config, teacher_dir: Path, label_names: list[str]):
     return cut_layers(base, config.student_layers), f"{what} cut to {config.student_layers} layers"
 
 
-def teacher_logits(run_dir: Path, teacher_dir: Path, texts: list[str], max_length: int, batch_size: int = 32):
-    """The teacher's logits on ``texts`` (cached in the run directory, recomputed if the size differs)."""
+def teacher_logits(run_dir: Path, teacher_dir: Path, texts: list[str], max_length: int, batch_size: int = 32,
+                   head_tokens: int = 0):
+    """The teacher's logits on ``texts`` cut as the student reads them (``max_length``, head+tail with
+    ``head_tokens``), cached in the run directory and recomputed if the size differs."""
     cache = Path(run_dir) / TEACHER_LOGITS
     if cache.exists():
         cached = np.load(cache, allow_pickle=False)
@@ -179,8 +181,14 @@ def teacher_logits(run_dir: Path, teacher_dir: Path, texts: list[str], max_lengt
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
-                            return_tensors="pt")
+            if head_tokens:
+                from lib.sources.preprocessing import cut_head_tail
+                raw = tokenizer([texts[i] for i in idx], truncation=False, verbose=False)
+                cut = {k: [cut_head_tail(v, max_length, head_tokens) for v in raw[k]] for k in raw.keys()}
+                enc = tokenizer.pad(cut, padding=True, return_tensors="pt")
+            else:
+                enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
+                                return_tensors="pt")
             out[idx] = model(**enc).logits.float().numpy()
     tmp = cache.with_suffix(".tmp.npy")
     np.save(tmp, out, allow_pickle=False)

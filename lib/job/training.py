@@ -419,7 +419,8 @@ def run_job(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> dict
                                    else config.model)
         distill.check_teacher_labels(teacher_dir, label_names)
         model, student_note = distill.build_student(config, teacher_dir, label_names)
-        logits = distill.teacher_logits(run_dir, teacher_dir, train_ds["text"], config.max_length)
+        logits = distill.teacher_logits(run_dir, teacher_dir, train_ds["text"], config.max_length,
+                                        head_tokens=config.head_tokens)
         loaded.dataset["train"] = train_ds.add_column("teacher_logits", [row.tolist() for row in logits])
         print(f"[lab] distilling {teacher_dir} into {student_note} (T={config.temperature}, alpha={config.alpha})",
               flush=True)
@@ -427,6 +428,10 @@ def run_job(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> dict
     else:
         tokenizer = load_tokenizer(config.model)
         model = load_model(config.model, label_names, seed=config.seed)
+    if config.freeze_embeddings or config.frozen_layers:
+        note = freeze_parameters(model, config.freeze_embeddings, config.frozen_layers)
+        if main_process:
+            print(f"[lab] {note}", flush=True)
 
     # 4. Tokenize: map(batched=True) keeps text and label beside input_ids/attention_mask.
     tokenized = tokenize_dataset(loaded.dataset, tokenizer, config,
@@ -615,6 +620,31 @@ def model_card(config: TrainConfig, info: dict, final: dict, baseline: dict | No
         from lib.sources.preprocessing import card_lines
         lines += card_lines(preprocessing)
     return "\n".join(lines)
+
+
+def freeze_parameters(model, embeddings: bool, layers: int) -> str:
+    """Stop training the embeddings and/or the first ``layers`` transformer layers (their weights keep the
+    pre-trained values; the optimizer never sees them). Returns what was frozen, for the log."""
+    base = getattr(model, "base_model", model)
+    blocks = getattr(getattr(base, "encoder", None), "layer", None)
+    if blocks is None:
+        blocks = getattr(getattr(base, "transformer", None), "layer", None)  # DistilBERT
+    total = len(blocks) if blocks is not None else 0
+    if layers > total:
+        raise ConfigError({"frozen_layers": f"frozen_layers is {layers} but the model has {total} transformer "
+                                            f"layers: use at most {total} (all of them: only the classifier head trains)"})
+    frozen = 0
+    parts = ([base.embeddings] if embeddings and getattr(base, "embeddings", None) is not None else [])
+    parts += list(blocks[:layers]) if layers else []
+    for part in parts:
+        for p in part.parameters():
+            if p.requires_grad:
+                p.requires_grad = False
+                frozen += p.numel()
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    what = " and ".join(x for x in (["the embeddings"] if embeddings else [])
+                        + ([f"the first {layers} of {total} layers"] if layers else []))
+    return f"frozen: {what} ({frozen / 1e6:.1f}M weights); training {trainable / 1e6:.1f}M"
 
 
 def export_fast_runtime(run_dir: Path) -> Path | None:
