@@ -4,6 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from lib.registry import reconcile
+from lib.sources.demo_data import demo_statement
 from lib.util import sysinfo
 from pages.ui import run_table, session
 from pages.ui.access_notes import read_only_banner
@@ -35,6 +36,9 @@ with c3:
     st.subheader(":material/monitoring: 3. Runs")
     st.write("Follow training live, compare runs, try the model on your own reviews, find its mistakes.")
     st.page_link("pages/runs.py", label="Open Runs", icon=":material/arrow_forward:")
+
+with st.expander("What the offline demo model knows", icon=":material/info:"):
+    st.markdown(demo_statement())
 
 st.divider()
 left, right = st.columns([1, 2])

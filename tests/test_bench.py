@@ -71,19 +71,42 @@ def test_tokenization(tmp_path):
 
 
 def test_inference(tmp_path, tiny_model_dir):
-    res = run_bench("inference", ["--model", str(tiny_model_dir), "--data", "demo", "--latency-samples", "6",
-                                  "--example-repeats", "1", "--batch-samples", "20"], tmp_path)
-    out = res["stdout"]
-    for key in ("p50_ms", "p95_ms", "csv_reviews_per_s", "csv_reviews_per_s_file_order", "sort_speedup"):
-        assert out[key] > 0, key
-    assert out["p95_ms"] >= out["p50_ms"]
-    assert set(out["targets"]) == {"p50<=35ms", "csv>=40/s"}
-    assert res["saved"]["same_predictions_sorted_and_file_order"] is True
-    assert {v["reviews"] for v in res["saved"]["csv"].values()} == {20}
-    assert set(res["saved"]["csv"]) == {"fp32_sorted", "int8_sorted", "int8_file_order", "fp32_file_order"}
-    assert out["app_precision"] == "int8" and out["fp32_p50_ms"] > 0 and 0.0 <= out["int8_agreement"] <= 1.0
-    assert set(out["accuracy"]) == {"fp32", "int8"}
-    assert "`int8`" in res["md"] and "`fp32`" in res["md"]
+    assert (tiny_model_dir / "tokenizer.json").is_file()  # the export and the CLI tokenize with it
+    res = run_bench("inference", ["--model", str(tiny_model_dir), "--data", "demo", "--max-length", "64",
+                                  "--latency-samples", "6", "--latency-block", "3", "--csv-samples", "12",
+                                  "--csv-rounds", "1", "--lab-batch-sizes", "1,4", "--agreement-samples", "16",
+                                  "--process-samples", "10", "--process-rounds", "1"], tmp_path)
+    out, saved = res["stdout"], res["saved"]
+    variants = {"pipeline", "torch_fp32", "torch_int8", "onnx_fp32", "onnx_int8", "lab"}
+    assert saved["data"] == "demo" and out["lab_runtime"] == "onnx" and out["lab_precision"] == "int8"
+    words = [w.strip("`'\"(),;") for w in json.dumps(saved).replace("\\n", " ").split()]
+    assert not [w for w in words if w.startswith("/")] and str(ROOT) not in json.dumps(saved)  # relative paths only
+    assert (tiny_model_dir / "onnx" / "onnx.json").is_file()  # exported where the predictor looks
+    lat = saved["latency"]["variants"]
+    assert set(lat) == variants and all(lat[v]["p50_ms"] > 0 for v in variants)
+    csv = saved["csv"]["variants"]
+    assert set(csv) == variants - {"lab"} | {"pipeline_b16", "lab_b1", "lab_b4", "lab_b16"}
+    assert all(s["reviews_per_s"] > 0 for s in csv.values()) and saved["csv"]["lab"] == "lab_b16"
+    assert set(saved["csv"]["lab_reviews_per_s_by_batch"]) == {"1", "4", "16"}  # JSON keys
+    agreement = saved["agreement"]["variants"]
+    assert set(agreement) == variants - {"pipeline"} and agreement["torch_fp32"]["agreement_with_fp32"] == 1.0
+    assert all(0.0 <= a["agreement_with_fp32"] <= 1.0 for a in agreement.values())
+    proc = saved["process"]
+    assert proc["commands"]["lab"].startswith("python -m lib.predict --model ")
+    assert proc["rows_with_label"] == {"pipeline": 10, "lab": 10, "lab_fp32": 10}  # one label per row
+    assert proc["labels_agree_with_pipeline"]["lab_fp32"] == 1.0  # the CLI at full precision = pipeline()
+    assert proc["max_abs_prob_diff_vs_pipeline"]["lab_fp32"] < 1e-4
+    assert all(proc["median_s"][k] > 0 for k in ("pipeline", "lab", "lab_fp32"))
+    ratios = out["ratios"]
+    for key in ("single_p50_x_vs_pipeline", "single_p50_x_fp32_floor", "csv_x_vs_pipeline", "csv_x_vs_pipeline_b16",
+                "csv_share_of_fp32_floor_rate", "whole_process_x_vs_pipeline"):
+        assert ratios[key] > 0, key
+    assert 0.0 <= ratios["agreement_with_fp32"] <= 1.0
+    assert set(out["targets"]) == {"single_p50", "csv_in_process", "whole_process", "agreement"}
+    assert all(isinstance(met, bool) for met in out["targets"].values())
+    assert all(isinstance(t["met"], bool) and t["value"] is not None for t in saved["targets"].values())
+    assert saved["environment"]["cpu"]["logical_cpus"] and saved["other_processes"]
+    assert "NOT met" in res["md"] or " met)" in res["md"]
 
 
 def test_dashboard(tmp_path):

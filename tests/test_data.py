@@ -13,7 +13,8 @@ import pytest
 from lib.config import TrainConfig
 from lib.errors import DataError, HubUnavailableError, LabError
 from lib.sources import hub
-from lib.sources.data import DEMO_DIR, LoadedData, demo_reviews, load_data
+from lib.sources.data import LoadedData, demo_reviews, load_data
+from lib.sources.demo_data import DEMO_DIR
 from lib.sources.labels import map_labels
 from lib.sources.tables import read_table
 

@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, train_tiny_run
 
 from lib.config import TrainConfig, preset
 from lib.errors import ConfigError
 from lib.sources.preprocessing import contract, cut_head_tail, head_for, preprocessing_for
-from conftest import ROOT, train_tiny_run
 
 
 def test_cut_head_tail_keeps_the_first_special_token_the_head_and_the_end():

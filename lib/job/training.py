@@ -567,7 +567,9 @@ def write_predictions(run_dir: Path, eval_ds, probs, *, logits=None, temperature
 
 def model_card(config: TrainConfig, info: dict, final: dict, baseline: dict | None, *,
                preprocessing: dict | None = None, calibration: dict | None = None) -> str:
+    from lib.config import DEMO_DATASET
     from lib.job.baseline import class_keys
+    from lib.sources.demo_data import demo_statement
     names = [str(n) for n in (info.get("label_names") or config.label_names)]
     what = ("A binary sentiment classifier" if len(names) == 2
             else f"A text classifier with {len(names)} classes")
@@ -576,12 +578,19 @@ def model_card(config: TrainConfig, info: dict, final: dict, baseline: dict | No
         f"# {config.label}", "",
         f"{what} fine-tuned with BERT Sentiment Lab.", "",
         "## Data", "", f"- {info.get('description', config.dataset)}",
+        *([f"- {demo_statement()}"] if config.dataset == DEMO_DATASET else []),
         f"- train rows: {info.get('rows', {}).get('train', '?')}, eval rows: {info.get('rows', {}).get('test', '?')}",
         f"- labels: {', '.join(f'{i} = {n}' for i, n in enumerate(names))}", "",
         "## Settings", "", f"- base model: `{config.model}`",
         f"- epochs {config.num_train_epochs}, batch {config.per_device_train_batch_size} per device, gradient "
         f"accumulation {config.gradient_accumulation_steps}, learning rate {config.learning_rate}",
-        f"- max_length {config.max_length}, padding `{config.padding}`, group_by_length {config.group_by_length}",
+        f"- max_length {config.max_length}"
+        + (f" (head+tail: the first {config.head_tokens} tokens and the end)" if config.head_tokens else "")
+        + f", padding `{config.padding}`, group_by_length {config.group_by_length}",
+        *([f"- frozen: {'the embeddings' if config.freeze_embeddings else ''}"
+           f"{' and ' if config.freeze_embeddings and config.frozen_layers else ''}"
+           f"{f'the first {config.frozen_layers} layers' if config.frozen_layers else ''}"]
+          if config.freeze_embeddings or config.frozen_layers else []),
         f"- seed {config.seed}", "", "## Results on the eval split", "", "| metric | model | TF-IDF baseline |",
         "| --- | --- | --- |",
     ]
@@ -632,7 +641,8 @@ def freeze_parameters(model, embeddings: bool, layers: int) -> str:
     total = len(blocks) if blocks is not None else 0
     if layers > total:
         raise ConfigError({"frozen_layers": f"frozen_layers is {layers} but the model has {total} transformer "
-                                            f"layers: use at most {total} (all of them: only the classifier head trains)"})
+                                            f"layers: use at most {total} (all of them: only the classifier head "
+                                            "trains)"})
     frozen = 0
     parts = ([base.embeddings] if embeddings and getattr(base, "embeddings", None) is not None else [])
     parts += list(blocks[:layers]) if layers else []

@@ -102,8 +102,9 @@ def check_model_folder(path: str | os.PathLike) -> Path:
 
 
 def model_signature(source: str | os.PathLike) -> tuple[str, int]:
-    """(resolved location, modification time of its weights): a cache key that changes when the
-    model is re-exported. Raises ModelError when the folder has gone."""
+    """(resolved location, modification time of its weights and of its ONNX export's onnx.json): a cache
+    key that changes when the model is re-exported or its fast runtime appears. Raises ModelError when
+    the folder has gone."""
     if str(source) == BASE_MODEL:
         return BASE_MODEL, 0
     p = Path(source)
@@ -111,6 +112,10 @@ def model_signature(source: str | os.PathLike) -> tuple[str, int]:
         resolved = p.resolve()
         weights = sorted(resolved.glob("*.safetensors"))
         mtime = max((w.stat().st_mtime_ns for w in weights), default=resolved.stat().st_mtime_ns)
+        from lib.job.onnx_export import META_FILE, export_dir_for
+        meta = export_dir_for(resolved) / META_FILE
+        if meta.is_file():
+            mtime = max(mtime, meta.stat().st_mtime_ns)
     except OSError:
         raise ModelError(_missing_message(p)) from None
     return str(resolved), mtime

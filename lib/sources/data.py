@@ -46,6 +46,7 @@ import numpy as np
 from lib.config import DEMO_DATASET, TrainConfig
 from lib.errors import DataError, HubUnavailableError
 from lib.sources import hub
+from lib.sources.demo_data import DEMO_SPLITS, _read_demo
 from lib.sources.labels import LabelScheme, _label_vocab, _map_parts, _norm_label, is_default_label_names
 from lib.sources.paths import source_kind, within_allowed_roots
 from lib.sources.preprocessing import clean_text
@@ -66,10 +67,7 @@ from lib.store import rundir
 ROOT = Path(__file__).resolve().parents[2]
 
 
-DEMO_DIR = ROOT / "data" / "demo_reviews"
-
-
-SPLITS = ("train", "test")
+SPLITS = DEMO_SPLITS
 
 
 FEATURES = datasets.Features({"text": datasets.Value("string"), "label": datasets.Value("int64")})
@@ -87,46 +85,6 @@ class LoadedData:
 
 # ---------------------------------------------------------------------------------------------- helpers
 # ---------------------------------------------------------------------------------------------- demo
-def _demo_files() -> list[Path]:
-    return sorted(DEMO_DIR.glob("*.jsonl"), key=lambda p: p.name)
-
-
-def _read_demo() -> tuple[dict[str, dict[str, list]], list[Path], int]:
-    files = _demo_files()
-    if not files:
-        raise DataError(f"The built-in demo reviews are missing: no *.jsonl files in {DEMO_DIR}. Reinstall the "
-                        "app, or choose a local file or Hub data set.")
-    splits: dict[str, dict[str, list]] = {s: {"text": [], "label": []} for s in SPLITS}
-    skipped = 0
-    for path in files:
-        raw = path.read_bytes()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise DataError(f"The built-in demo file {path.name} is not UTF-8 text; reinstall the app.") from None
-        lines = text.split("\n")
-        for lineno, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            torn_tail = lineno == len(lines)  # last piece with no newline yet: a writer may still be busy
-            try:
-                rec = json.loads(line)
-                ok = (isinstance(rec, dict) and isinstance(rec.get("text"), str)
-                      and rec.get("label") in (0, 1) and not isinstance(rec.get("label"), bool)
-                      and rec.get("split") in SPLITS)
-            except ValueError:
-                rec, ok = None, False
-            if not ok:
-                if torn_tail:
-                    skipped += 1
-                    continue
-                raise DataError(f"The built-in demo file {path.name}, line {lineno}, is not a review record "
-                                '{"text": ..., "label": 0 or 1, "split": "train" or "test"}; reinstall the app.')
-            splits[rec["split"]]["text"].append(rec["text"])
-            splits[rec["split"]]["label"].append(int(rec["label"]))
-    return splits, files, skipped
-
-
 def demo_reviews() -> datasets.DatasetDict:
     """The built-in movie reviews with their fixed train/test split (labels 0 = negative, 1 = positive).
 

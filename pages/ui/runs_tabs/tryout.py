@@ -26,9 +26,11 @@ MAX_CHARS = 20_000   # about 4,000 words: far more than a model's 512 tokens rea
 def render(run: RunView, ctx: TabContext) -> None:
     choice = pick_model(run)
     st.toggle("Fast CPU mode (int8)", value=predictor.default_precision() == "int8", key=INT8_KEY,
-              help="On: the encoder's weights run as 8-bit integers (dynamic quantization): about twice as fast "
-                   "on a CPU and the same answer for ~99% of reviews. Off: full precision, exactly the numbers "
-                   "the training job evaluated with. Applies to the tryout and the batch mode.")
+              help="On: the encoder's weights run as 8-bit integers (dynamic quantization), on onnxruntime when "
+                   "the run has its ONNX export (the training job writes one), else on PyTorch: two to three "
+                   "times as fast on a CPU and the same answer for ~99% of reviews. Off: full precision on "
+                   "PyTorch, exactly the numbers the training job evaluated with. Applies to the tryout and the "
+                   "batch mode.")
     st.checkbox("Calibrated probabilities", value=True, key=CALIBRATED_KEY,
                 help="On: confidences are softened (or sharpened) by the temperature the training job fitted on "
                      "the evaluation set, so that 90% confidence means right about 9 times in 10. The label is "
@@ -82,7 +84,8 @@ def classify(run: RunView, choice: predictor.ModelChoice, text: str, wants_expla
         with st.spinner("Explaining…"):
             explanation = model.explain(text)
     return {"result": result, "explanation": explanation, "text": text, "labels": model.label_names,
-            "precision": model.precision, "calibrated": model.calibrated, "temperature": model.temperature}
+            "precision": model.precision, "calibrated": model.calibrated, "temperature": model.temperature,
+            "runtime": model.runtime, "runtime_note": model.runtime_note}
 
 
 def render_result(res: dict) -> None:
@@ -90,7 +93,11 @@ def render_result(res: dict) -> None:
     c1, c2, c3 = st.columns(3)
     c1.metric("Prediction", plain(result["label"]))
     c2.metric("Confidence", f"{result['confidence']:.1%}")
-    c3.metric("Latency", f"{result['latency_ms']:.0f} ms", help=predictor.PRECISIONS[res.get("precision", "fp32")])
+    engine = "onnxruntime" if res.get("runtime") == "onnx" else "PyTorch"
+    c3.metric("Latency", f"{result['latency_ms']:.0f} ms",
+              help=f"{res.get('precision', 'fp32')} on {engine}: {predictor.PRECISIONS[res.get('precision', 'fp32')]}")
+    if res.get("runtime_note"):
+        st.caption(plain(res["runtime_note"]))
     if res.get("calibrated"):
         st.caption(f"Calibrated confidence (temperature {res['temperature']:.2f}, fitted on the evaluation set).")
     if result.get("note"):
