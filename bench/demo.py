@@ -10,12 +10,19 @@ time, its own training time (the Trainer's ``train_runtime``) and the CPU time t
 accuracy on the built-in eval split, and the TF-IDF + logistic-regression baseline the job scores on
 the same split (``baseline.json``).
 
+The eval split is split up further: the reviews as written, and their minimal revisions with the
+opposite verdict (``data/demo_reviews/*_revised.jsonl``), for the model (its ``eval_predictions.jsonl``)
+and for the same TF-IDF baseline refitted here on the same training reviews.
+
 Then the exported model is served the way a person would use it from the command line,
 ``python -m lib.predict --model RUN/model --csv ... --out ...`` with its default settings, on a seeded
 1,000 of the real IMDb test reviews (``../shared/data/imdb/test.parquet``, text as it is, ``<br />``
 tags included). The sample is the same for every seed, so the seeds differ only in training. IMDb is
 used only for this measurement: nothing from it is trained on or kept in the project; the sample's CSV
-goes to ``bench/out/demo/`` (git-ignored). Without the IMDb files the real-review part is skipped.
+goes to ``bench/out/demo/`` (git-ignored). The TF-IDF baseline trained on the built-in training reviews
+is scored on the same IMDb sample, and the built-in reviews are checked against every IMDb review for
+shared word sequences (the longest one shared, and how many 8-word sequences are shared: common phrases
+such as "one of the worst movies i've ever seen"). Without the IMDb files the real-review part is skipped.
 """
 from __future__ import annotations
 
@@ -78,6 +85,84 @@ def predict_accuracy(model_dir: str, sample_csv: Path, out_csv: Path, label_name
             "reviews_per_s": round(total / wall, 1) if wall else None, "contention": cont.as_dict()}
 
 
+def _revised_texts() -> set[str]:
+    import json
+
+    from lib.sources.demo_data import DEMO_DIR, REVISED_SUFFIX
+    return {json.loads(line)["text"] for path in DEMO_DIR.glob(f"*{REVISED_SUFFIX}")
+            for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+
+
+def eval_parts(run_dir: Path) -> dict:
+    """The model's accuracy on the eval reviews as written and on their revisions (eval_predictions.jsonl)."""
+    import json
+    revised = _revised_texts()
+    hits: dict[str, list[int]] = {"as_written": [], "revised": []}
+    for line in (run_dir / "eval_predictions.jsonl").read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            hits["revised" if row["text"] in revised else "as_written"].append(int(row["pred"] == row["label"]))
+    return {k: (sum(v) / len(v) if v else None) for k, v in hits.items()}
+
+
+def tfidf_parts(sample_csv: Path | None) -> dict:
+    """The job's TF-IDF baseline, refitted on the built-in training reviews: eval split parts and IMDb."""
+    from lib.job.baseline import tfidf_baseline
+    from lib.sources.data import demo_reviews
+    ds = demo_reviews()
+    revised = _revised_texts()
+    train, test = ds["train"], ds["test"]
+    out = {}
+    for part, keep in (("as_written", False), ("revised", True)):
+        rows = [i for i, t in enumerate(test["text"]) if (t in revised) == keep]
+        out[part] = tfidf_baseline(train["text"], train["label"], [test["text"][i] for i in rows],
+                                   [test["label"][i] for i in rows])["accuracy"]
+    if sample_csv is not None:
+        import pandas as pd
+        df = pd.read_csv(sample_csv)
+        out["imdb"] = tfidf_baseline(train["text"], train["label"], df["text"].astype(str).tolist(),
+                                     df["label"].astype(int).tolist())["accuracy"]
+    return out
+
+
+def imdb_overlap(n: int = 8) -> dict:
+    """Word sequences the built-in reviews share with any IMDb review: how many ``n``-word ones, and the
+    longest (checked by extending the shared ``n``-grams)."""
+    import json
+    import re
+
+    import pandas as pd
+
+    from lib.sources.demo_data import DEMO_DIR
+    words = re.compile(r"[a-z0-9']+")
+    ours: list[list[str]] = []
+    for path in sorted(DEMO_DIR.glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                ours.append(words.findall(json.loads(line)["text"].lower().replace("<br />", " ")))
+    grams = {" ".join(w[j:j + n]) for w in ours for j in range(len(w) - n + 1)}
+    shared: set[str] = set()
+    imdb_texts = []
+    for split in ("train", "test"):
+        for text in pd.read_parquet(common.imdb_dir() / f"{split}.parquet", columns=["text"])["text"]:
+            w = words.findall(str(text).lower().replace("<br />", " "))
+            found = {g for g in (" ".join(w[j:j + n]) for j in range(len(w) - n + 1)) if g in grams}
+            if found:
+                shared |= found
+                imdb_texts.append(w)   # only reviews sharing something can share something longer
+    longest = n - 1 if not shared else n
+    if shared:  # grow the shared sequences one word at a time while some still match
+        length = n
+        while True:
+            length += 1
+            ours_l = {" ".join(w[j:j + length]) for w in ours for j in range(len(w) - length + 1)}
+            if not any(" ".join(w[j:j + length]) in ours_l for w in imdb_texts for j in range(len(w) - length + 1)):
+                break
+            longest = length
+    return {"n": n, "shared_ngrams": len(shared), "longest_shared_words": longest,
+            "examples": sorted(shared)[:5]}
+
+
 def run_seed(seed: int, out_dir: Path, sample_csv: Path | None, timeout: float) -> dict:
     job = common.run_training_job(NAME, {"seed": seed, "report_tensorboard": False}, out_dir / "runs",
                                   out_dir / f"seed{seed}.stdout.log", timeout=timeout)
@@ -90,6 +175,7 @@ def run_seed(seed: int, out_dir: Path, sample_csv: Path | None, timeout: float) 
            "data_description": info.get("description"), "contention": cont}
     if row["eval_accuracy"] is not None and row["tfidf_accuracy"] is not None:
         row["gap_points"] = round(100 * (row["eval_accuracy"] - row["tfidf_accuracy"]), 1)
+    row["eval_parts"] = eval_parts(Path(job["run_dir"]))
     common.log(f"[demo] seed {seed}: wall {row['wall_s']} s, training {row['train_s']} s, eval "
                f"{row['eval_accuracy']}, TF-IDF {row['tfidf_accuracy']}")
     if sample_csv is not None:
@@ -121,16 +207,20 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out_dir) / NAME
     sample_csv = imdb_sample(args.imdb_samples, args.imdb_seed, out_dir)
     rows = [run_seed(s, out_dir, sample_csv, args.timeout) for s in seeds]
+    tfidf = tfidf_parts(sample_csv)
+    overlap = imdb_overlap() if sample_csv is not None else None
     from lib.config import PRESETS
     summary = {
         "benchmark": NAME, "command": common.command_line("bench.demo", cli), "environment": env,
         "preset": PRESETS[NAME], "imdb_sample": None if sample_csv is None else
         {"file": "../shared/data/imdb/test.parquet", "reviews": args.imdb_samples, "seed": args.imdb_seed},
-        "rows": rows,
+        "rows": rows, "tfidf": tfidf, "imdb_overlap": overlap,
         "mean": {k: _mean([r.get(k) for r in rows]) for k in ("wall_s", "train_s", "job_cpu_s", "eval_accuracy",
                                                              "tfidf_accuracy", "gap_points")},
     }
     summary["mean"]["imdb_accuracy"] = _mean([(r.get("imdb") or {}).get("accuracy") for r in rows])
+    for part in ("as_written", "revised"):
+        summary["mean"][f"eval_{part}"] = _mean([r["eval_parts"].get(part) for r in rows])
     common.save_json(args.out_dir, args.md_section or NAME, summary)
     common.update_markdown(args.md, args.md_section or NAME, markdown(summary), variant=args.md_section)
     common.emit({"seeds": seeds, **{k: common.r(v, 4) for k, v in summary["mean"].items()}})
@@ -158,14 +248,27 @@ def markdown(s: dict) -> str:
                  _pct(m["imdb_accuracy"]), None, None])
     p = s["preset"]
     first = s["rows"][0]
-    recipe = (f"`{p['model']}`, max_length {p['max_length']}, {p['num_train_epochs']:g} epoch(s), batch "
-              f"{p['per_device_train_batch_size']}, learning rate {p['learning_rate']:g}, warm-up "
-              f"{p['warmup_steps']:g}, {p['padding']} padding")
+    frozen = " and ".join(x for x in (["embeddings"] if p.get("freeze_embeddings") else [])
+                          + ([f"first {p['frozen_layers']} layers"] if p.get("frozen_layers") else []))
+    recipe = (f"`{p['model']}`, max_length {p['max_length']}"
+              + (f" (head+tail: first {p['head_tokens']} tokens and the end)" if p.get("head_tokens") else "")
+              + f", {p['num_train_epochs']:g} epoch(s), batch {p['per_device_train_batch_size']}, learning rate "
+              f"{p['learning_rate']:g}, warm-up {p['warmup_steps']:g}, {p['padding']} padding"
+              + (f", frozen: {frozen}" if frozen else "") + f", evaluation `{p.get('eval_strategy')}`")
     imdb = s["imdb_sample"]
     real = (f"Real reviews: a seeded {imdb['reviews']:,} (seed {imdb['seed']}) of the IMDb test reviews "
             f"(`{imdb['file']}`, text as it is), predicted by `python -m lib.predict --model RUN/model --csv ...` "
-            "with its defaults (int8 on the CPU, the model's full 512-token limit); the same reviews for every "
-            "seed. IMDb is never trained on." if imdb else "Real reviews: skipped (IMDb files not found).")
+            "with its defaults (int8; onnxruntime on the run's ONNX export; text prepared as in training); the "
+            "same reviews for every seed. IMDb is never trained on." if imdb
+            else "Real reviews: skipped (IMDb files not found).")
+    t = s.get("tfidf") or {}
+    parts = ("Eval split in parts (mean over seeds): reviews as written — model "
+             f"{_pct(m.get('eval_as_written'))}, TF-IDF {_pct(t.get('as_written'))}; their minimal revisions "
+             f"with the opposite verdict — model {_pct(m.get('eval_revised'))}, TF-IDF {_pct(t.get('revised'))}. "
+             f"TF-IDF trained on the same built-in reviews gets {_pct(t.get('imdb'))} of the IMDb sample right.")
+    o = s.get("imdb_overlap")
+    overlap = ("" if not o else f"Shared with IMDb (all 50,000 reviews): {o['shared_ngrams']} {o['n']}-word "
+               f"sequences (common phrases), the longest shared sequence is {o['longest_shared_words']} words.")
     return "\n".join([
         "## The demo preset: training time, eval split vs TF-IDF, and real IMDb reviews",
         "",
@@ -177,6 +280,8 @@ def markdown(s: dict) -> str:
         "same eval split. Job CPU time is what the job process used on all cores (on 2 idle cores the wall time "
         "is about half of it).  ",
         real,
+        "",
+        parts + (" " + overlap if overlap else ""),
         "",
         common.md_table(["seed", "job wall (s)", "training (s)", "job CPU (s)", "eval accuracy", "TF-IDF",
                          "gap (points)", "real IMDb accuracy", "predict wall (s)", "other cores busy"], rows),

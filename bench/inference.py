@@ -411,7 +411,7 @@ def whole_process(model_dir: Path, texts: list[str], ml: int, own_ml: int, round
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "PYTHONPATH": str(ROOT)}
     runs: dict[str, list[float]] = {k: [] for k in names}
     frames: dict[str, pd.DataFrame] = {}
-    commands = {}
+    commands, notes = {}, {}
     with tempfile.TemporaryDirectory(prefix="bench-inference-") as tmp:
         src = Path(tmp) / "reviews.csv"
         pd.DataFrame({"text": texts}).to_csv(src, index=False)
@@ -431,6 +431,7 @@ def whole_process(model_dir: Path, texts: list[str], ml: int, own_ml: int, round
                 if proc.returncode != 0:
                     raise SystemExit(f"error: the {name} script failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
                 runs[name].append(round(wall, 2))
+                notes[name] = [x for x in proc.stderr.splitlines() if x.startswith("note:")] or notes.get(name, [])
                 frames[name] = pd.read_csv(dst, keep_default_na=False)
                 dst.unlink(missing_ok=True)
                 log(f"[process] round {r + 1} {name:12s} {wall:6.1f} s for {len(texts)} reviews")
@@ -440,7 +441,8 @@ def whole_process(model_dir: Path, texts: list[str], ml: int, own_ml: int, round
     prob_cols = [c for c in ref.columns if c.startswith("p_")]
     out: dict = {"reviews": len(texts), "rounds": max(1, rounds), "seconds": runs, "median_s": med,
                  "commands": commands, "x_vs_pipeline": {}, "x_vs_pipeline_median_of_rounds": {},
-                 "labels_agree_with_pipeline": {}, "max_abs_prob_diff_vs_pipeline": {}, "rows_with_label": {}}
+                 "labels_agree_with_pipeline": {}, "max_abs_prob_diff_vs_pipeline": {}, "rows_with_label": {},
+                 "notes": {k: v for k, v in notes.items() if v}}
     for k in names:
         f = frames[k]
         out["rows_with_label"][k] = int(sum(1 for v in f["predicted_label"] if str(v).strip()))
@@ -828,7 +830,7 @@ def markdown(res: dict) -> str:
         rows = [[k, s["agreement_with_fp32"], s["differ"], s["accuracy"], s["max_abs_prob_diff"], s["reviews_per_s"]]
                 for k, s in a["variants"].items()]
         lines += [f"Agreement with full precision (torch fp32) on {a['reviews']} reviews:", "",
-                  common.md_table(["variant", "same label", "differ", "accuracy", "max |Δp|", "reviews/s"], rows), "",
+                  common.md_table(["variant", "same label", "differ", "accuracy", "largest Δp", "reviews/s"], rows), "",
                   f"The export's tokenizer.json (tokenizers only) gives the transformers tokenizer's ids on "
                   f"{a['fast_tokenizer_same_ids_as_transformers']} reviews.", ""]
     if "process" in res:

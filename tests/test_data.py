@@ -643,3 +643,37 @@ def test_a_data_file_name_without_path_prefix_is_read_locally(tmp_path, monkeypa
     loaded = load_data(cfg("reviews.csv"))
     assert loaded.info["source"] == "local"
     assert len(loaded.dataset["train"]) + len(loaded.dataset["test"]) == 40
+
+
+def test_the_built_in_reviews_are_balanced_distinct_and_split_by_film():
+    from lib.sources.demo_data import REVISED_SUFFIX, demo_facts
+    ds = demo_reviews()
+    train, test = ds["train"], ds["test"]
+    for split in (train, test):
+        labels = split["label"]
+        assert abs(sum(labels) - len(labels) / 2) <= len(labels) * 0.02, "labels must stay balanced"
+    assert len(set(train["text"])) == len(train["text"]) and len(set(test["text"])) == len(test["text"])
+    assert not set(train["text"]) & set(test["text"]), "an eval review must never be trained on"
+    facts = demo_facts()
+    assert (facts["train"], facts["test"]) == (train.num_rows, test.num_rows)
+    # every revision sits beside its original: same position, opposite verdict, a different text
+    revised_files = sorted(DEMO_DIR.glob(f"*{REVISED_SUFFIX}"))
+    assert revised_files and facts["test_revised"] == sum(
+        1 for p in revised_files for line in p.read_text(encoding="utf-8").splitlines() if line.strip())
+    for revised in revised_files:
+        original = revised.with_name(revised.name.replace(REVISED_SUFFIX, ".jsonl"))
+        a = [json.loads(x) for x in original.read_text(encoding="utf-8").splitlines() if x.strip()]
+        b = [json.loads(x) for x in revised.read_text(encoding="utf-8").splitlines() if x.strip()]
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            assert y["label"] == 1 - x["label"] and y["text"] != x["text"] and x["split"] == y["split"] == "test"
+
+
+def test_the_demo_statement_says_what_the_data_is_and_what_was_measured():
+    from lib.sources.demo_data import DEMO_MEASURED, demo_facts, demo_statement
+    text = demo_statement()
+    facts = demo_facts()
+    assert f"{facts['train']:,} for training" in text and f"{facts['test']:,} for evaluation" in text
+    assert "written for this project" in text
+    if DEMO_MEASURED["imdb_accuracy"] is not None:
+        assert f"{DEMO_MEASURED['imdb_accuracy']:.0%}" in text and "real IMDb test reviews" in text

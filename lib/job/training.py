@@ -487,6 +487,8 @@ def run_job(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> dict
         rundir.update_status(run_dir, phase="evaluating", heartbeat=time.time())
     pred = trainer.predict(eval_tokenized, metric_key_prefix="eval")  # metrics do not depend on the order
     final = {k: float(v) for k, v in pred.metrics.items() if isinstance(v, (int, float))}
+    if config.eval_strategy == "no":  # no evaluation during training: the final one is the run's eval row
+        trainer.log({k: v for k, v in final.items() if k.startswith("eval_")})
     if main_process:
         logits = restore_order(np.asarray(pred.predictions[0] if isinstance(pred.predictions, tuple)
                                           else pred.predictions, dtype=np.float64), order)
