@@ -17,7 +17,7 @@ Parts (each measured side by side in one run):
   (``lib.train.restore_order``); both timed with the job's own Trainer class and collator.
 
 The training-side pieces (dynamic padding, length-grouped batches, collator cost) are measured by
-``bench.train_throughput``; length-sorted inference batches by ``bench.inference``.
+``bench.train_throughput``; prediction speed by ``bench.inference``.
 """
 from __future__ import annotations
 

@@ -20,8 +20,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The demo preset on the tiny random BERT; its two layers all train (the preset keeps MiniLM's first two
+# of six as pre-trained, which for a two-layer random model would leave only the head to learn).
 TINY_RUN_ARGS = ["--preset", "demo", "--set", "model=tiny-bert", "--set", "max_train_samples=32",
-                 "--set", "max_eval_samples=16", "--set", "num_train_epochs=2", "--set", "logging_steps=1"]
+                 "--set", "max_eval_samples=16", "--set", "num_train_epochs=2", "--set", "logging_steps=1",
+                 "--set", "frozen_layers=0", "--set", "freeze_embeddings=false", "--set", "eval_strategy=epoch"]
 
 
 def train_tiny_run(runs_dir: Path, *extra: str) -> Path:

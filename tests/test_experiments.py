@@ -27,7 +27,8 @@ from lib.store import rundir, slots
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "demo", "--set", "model=tiny-bert", "--set", "max_train_samples=32", "--set",
-        "max_eval_samples=16", "--set", "logging_steps=1", "--set", "max_length=64"]
+        "max_eval_samples=16", "--set", "logging_steps=1", "--set", "max_length=64", "--set", "eval_strategy=epoch",
+        "--set", "frozen_layers=0"]
 pytestmark = pytest.mark.slow
 
 
@@ -107,7 +108,7 @@ def test_grid_is_checked_and_capped():
     with pytest.raises(ConfigError) as exc:  # a value the field refuses: the grid point is named
         sweeps.plan_sweep(preset("demo"), sweeps.parse_grid(["per_device_train_batch_size=8,0"]))
     assert "per_device_train_batch_size=0" in str(exc.value)
-    plan = sweeps.plan_sweep(preset("demo", max_train_samples=64), sweeps.parse_grid(
+    plan = sweeps.plan_sweep(preset("demo", max_train_samples=64, num_train_epochs=3.0), sweeps.parse_grid(
         ["per_device_train_batch_size=8,16", "seed=1,2"]), num_train_samples=1000)
     assert plan.n_runs == 4 and [p["seed"] for p in plan.points] == [1, 2, 1, 2]
     assert plan.steps == [24, 24, 12, 12] and plan.total_steps == 72  # 3 epochs of 64 reviews
@@ -152,14 +153,14 @@ def test_early_stopping_settings_are_checked():
         preset("demo", early_stopping_patience=2, eval_strategy="no", save_strategy="no")
     assert "eval_strategy" in exc.value.errors["early_stopping_patience"]
     with pytest.raises(ConfigError) as exc:
-        preset("demo", early_stopping_patience=2, save_strategy="no")
+        preset("demo", early_stopping_patience=2, eval_strategy="epoch", save_strategy="no")
     assert "save_strategy" in exc.value.errors["early_stopping_patience"]
     with pytest.raises(ConfigError) as exc:
         preset("demo", early_stopping_patience=2, eval_strategy="steps", save_strategy="steps", eval_steps=30,
                save_steps=50)
     assert "multiple of eval_steps" in exc.value.errors["early_stopping_patience"]
     from lib.job.training import training_arguments_kwargs
-    kw = training_arguments_kwargs(preset("demo", early_stopping_patience=2), "/nonexistent")
+    kw = training_arguments_kwargs(preset("demo", early_stopping_patience=2, eval_strategy="epoch"), "/nonexistent")
     assert kw["load_best_model_at_end"] is True and kw["metric_for_best_model"] == "accuracy"
 
 

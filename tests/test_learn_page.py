@@ -53,7 +53,7 @@ def test_default_page():
     m = metrics(at)
     assert m["Tokens"] == "7" and m["Characters"] == "15" and m["Words"] == "4" and m["Unknown [UNK]"] == "0"
     assert m["Samples per step"] == "8" and m["Steps per epoch"] == "250" and m["Total steps"] == "500"
-    assert m["Reviews"] == str(demo_reviews()["train"].num_rows)  # the built-in training reviews
+    assert m["Reviews"] == f"{demo_reviews()['train'].num_rows:,}"  # the built-in training reviews
     table = frame_with(at, "Attention mask")
     assert table["ID"].tolist() == [101, 2023, 2003, 1037, 3231, 1012, 102]
     assert table["Token"].tolist() == ["[CLS]", "this", "is", "a", "test", ".", "[SEP]"]
@@ -169,7 +169,7 @@ def test_read_only_mode_leaves_learn_working(monkeypatch):
     monkeypatch.setenv("LAB_READ_ONLY", "1")
     at = page()
     m = metrics(at)
-    assert m["Tokens"] == "7" and m["Total steps"] == "500" and m["Reviews"] == str(demo_reviews()["train"].num_rows)
+    assert m["Tokens"] == "7" and m["Total steps"] == "500" and m["Reviews"] == f"{demo_reviews()['train'].num_rows:,}"
     assert not at.error
 
 

@@ -184,3 +184,15 @@ def test_the_training_job_writes_an_int8_export_predictions_use(tiny_run_dir):
     assert model.runtime == "onnx"
     assert model.predict(["A warm, funny film."])[0]["label"] in model.label_names
     assert "ONNX export (int8)" in (tiny_run_dir / "stdout.log").read_text()
+
+
+def test_new_label_names_in_config_json_make_the_export_stale(served, tmp_path):
+    folder = tmp_path / "renamed"
+    shutil.copytree(served, folder)
+    assert ex.is_current(folder / "onnx", folder)          # a copy: same weights, same config
+    config = json.loads((folder / "config.json").read_text())
+    config.update(id2label={"0": "bad", "1": "good"}, label2id={"bad": 0, "good": 1})
+    (folder / "config.json").write_text(json.dumps(config))
+    assert not ex.is_current(folder / "onnx", folder)
+    model = Predictor(folder, precision="int8")
+    assert model.runtime == "torch" and model.label_names == ["bad", "good"]

@@ -18,7 +18,8 @@ from lib.store import rundir
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--set", "model=tiny-bert", "--set", "max_train_samples=32", "--set", "max_eval_samples=16",
-        "--set", "logging_steps=1", "--set", "per_device_train_batch_size=8"]
+        "--set", "logging_steps=1", "--set", "per_device_train_batch_size=8", "--set", "frozen_layers=0",
+        "--set", "freeze_embeddings=false"]
 
 
 def run_job_with_fault(tmp_path: Path, runs: Path, patch: str, *extra: str) -> tuple[subprocess.CompletedProcess, Path]:

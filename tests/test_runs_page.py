@@ -359,7 +359,7 @@ def test_tryout_review_is_bounded(runs, finished_run):
     assert not at.exception and not at.error
     assert at.session_state["try_result"]["text"] == long_review[:tryout_tab.MAX_CHARS]
     assert any(m.label == "Prediction" for m in at.metric)
-    assert "only its beginning was read" in texts(at)  # the model's token limit: said, not hidden
+    assert "longer than the model's limit of" in texts(at)  # the model's token limit: said, not hidden
 
 
 def test_batch_row_limit_comes_from_the_environment(runs, finished_run, monkeypatch):

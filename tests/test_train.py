@@ -18,7 +18,8 @@ from lib.store import rundir
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--set", "model=tiny-bert", "--set", "max_train_samples=48", "--set", "max_eval_samples=24",
-        "--set", "num_train_epochs=2", "--set", "logging_steps=2", "--set", "per_device_train_batch_size=8"]
+        "--set", "num_train_epochs=2", "--set", "logging_steps=2", "--set", "per_device_train_batch_size=8",
+        "--set", "eval_strategy=epoch", "--set", "frozen_layers=0"]
 
 
 def run_train(args, env=None, timeout=300):

@@ -137,10 +137,15 @@ def read_meta(onnx_dir: str | os.PathLike) -> dict:
 
 
 def is_current(onnx_dir: str | os.PathLike, model_dir: str | os.PathLike) -> bool:
-    """Whether the export in ``onnx_dir`` was made from the weights now in ``model_dir``: same sizes
-    and modification times (fast), or else the same SHA-256 (a copied folder)."""
-    recorded = (read_meta(onnx_dir).get("source") or {}).get("weights") or []
+    """Whether the export in ``onnx_dir`` was made from the weights and the config.json (label names)
+    now in ``model_dir``: same config hash, and for the weights the same sizes and modification times
+    (fast), or else the same SHA-256 (a copied folder)."""
+    source = read_meta(onnx_dir).get("source") or {}
+    recorded = source.get("weights") or []
     if not recorded:
+        return False
+    config = Path(model_dir) / "config.json"
+    if source.get("config_sha256") != (_sha256(config) if config.is_file() else None):
         return False
     now = source_signature(model_dir, with_hash=False)["weights"]
     if [w["name"] for w in now] != [w.get("name") for w in recorded]:

@@ -46,6 +46,12 @@ BASE_LABELS = ["NEGATIVE", "POSITIVE"]
 CHARS_PER_TOKEN_CAP = 48               # text beyond max_length * this many characters is cut before tokenizing
 
 
+# onnxruntime's int8 kernels ran fastest per review in small batches on the CPUs measured (batches of 16
+# were about a third slower per review than batches of 1-4; BENCHMARKS.md, "Predictions"): larger
+# requested batches are served four reviews at a time.
+ONNX_MAX_BATCH = 4
+
+
 EXPLAIN_MAX_TOKENS = 256               # occlusion needs one forward pass per unit: keep it bounded
 
 
@@ -459,6 +465,8 @@ class Predictor:
                 results[i] = {"label": None, "label_id": None, "scores": {}, "confidence": None,
                               "truncated": False, "tokens": 0, "note": "empty text"}
         batch_size = max(1, int(batch_size))
+        if self._onnx is not None:
+            batch_size = min(batch_size, ONNX_MAX_BATCH)
         with self._lock:  # the tokenizer and the model are shared between threads: one user at a time
             items, truncated = self._encode([texts[i] for i in todo], self.max_length) if todo else ([], [])
         order = sorted(range(len(todo)), key=lambda k: len(items[k]["input_ids"]))  # similar lengths: less padding

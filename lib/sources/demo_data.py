@@ -70,12 +70,15 @@ def demo_facts() -> dict:
     """How many built-in reviews there are per split (and how many eval reviews are revisions), with
     the measured accuracy on real reviews (:data:`DEMO_MEASURED`)."""
     splits, files, _ = _read_demo()
-    revised = 0
+    revised = {"train": 0, "test": 0}
     for path in files:
         if path.name.endswith(REVISED_SUFFIX):
-            revised += sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
-    return {"train": len(splits["train"]["text"]), "test": len(splits["test"]["text"]), "test_revised": revised,
-            "files": len(files), **DEMO_MEASURED}
+            for line in path.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    split = json.loads(line).get("split")
+                    revised[split] = revised.get(split, 0) + 1
+    return {"train": len(splits["train"]["text"]), "test": len(splits["test"]["text"]),
+            "train_revised": revised["train"], "test_revised": revised["test"], "files": len(files), **DEMO_MEASURED}
 
 
 def demo_statement(facts: dict | None = None) -> str:

@@ -28,7 +28,9 @@ def _schedule_metrics(config: TrainConfig, n: int, row1, row2) -> None:
     row1[2].metric("Steps per epoch", f"{plan.steps_per_epoch:,}")
     row1[3].metric("Optimizer steps", f"{plan.total_steps:,}", help="in the whole run")
     row2[0].metric("Log events", f"{schedule.count('log'):,}")
-    row2[1].metric("Evaluations", f"{schedule.count('eval'):,}")
+    row2[1].metric("Evaluations", f"{schedule.count('eval'):,}",
+                   help="during training; after training the job always evaluates the final model once more "
+                        "(its predictions, calibration and the TF-IDF comparison)")
     row2[2].metric("Checkpoints saved", f"{schedule.count('save'):,}")
     row2[3].metric("Checkpoints kept", f"{len(schedule.surviving):,}",
                    help="checkpoints left on disk at the end (save_total_limit)")
