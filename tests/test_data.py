@@ -679,4 +679,4 @@ def test_the_demo_statement_says_what_the_data_is_and_what_was_measured():
     assert f"{facts['train']:,} for training" in text and f"{facts['test']:,} for evaluation" in text
     assert "written for this project" in text
     if DEMO_MEASURED["imdb_accuracy"] is not None:
-        assert f"{DEMO_MEASURED['imdb_accuracy']:.0%}" in text and "real IMDb test reviews" in text
+        assert f"{DEMO_MEASURED['imdb_accuracy']:.1%}" in text and "real IMDb test reviews" in text

@@ -454,7 +454,10 @@ def test_preflight_flags_unreachable_hub_ids_and_missing_paths(tmp_path, monkeyp
 
 def test_estimate_train_samples_for_the_preview(tmp_path):
     from lib.sources.data import demo_reviews
-    assert preflight.estimate_train_samples(preset("demo")) == demo_reviews()["train"].num_rows
+    demo = preset("demo")
+    assert preflight.estimate_train_samples(demo) == min(demo.max_train_samples or 10**9,
+                                                         demo_reviews()["train"].num_rows)
+    assert preflight.estimate_train_samples(preset("demo", max_train_samples=None)) == demo_reviews()["train"].num_rows
     assert preflight.estimate_train_samples(tiny_config()) == 32
     assert preflight.estimate_train_samples(preset("seed")) == 2000
     csv = tmp_path / "r.csv"
