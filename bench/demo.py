@@ -264,8 +264,9 @@ def markdown(s: dict) -> str:
     t = s.get("tfidf") or {}
     parts = ("Eval split in parts (mean over seeds): reviews as written — model "
              f"{_pct(m.get('eval_as_written'))}, TF-IDF {_pct(t.get('as_written'))}; their minimal revisions "
-             f"with the opposite verdict — model {_pct(m.get('eval_revised'))}, TF-IDF {_pct(t.get('revised'))}. "
-             f"TF-IDF trained on the same built-in reviews gets {_pct(t.get('imdb'))} of the IMDb sample right.")
+             f"with the opposite verdict — model {_pct(m.get('eval_revised'))}, TF-IDF {_pct(t.get('revised'))} (this "
+             "TF-IDF is trained on all the built-in training reviews). The same TF-IDF gets "
+             f"{_pct(t.get('imdb'))} of the IMDb sample right.")
     o = s.get("imdb_overlap")
     overlap = ("" if not o else f"Shared with IMDb (all 50,000 reviews): {o['shared_ngrams']} {o['n']}-word "
                f"sequences (common phrases), the longest shared sequence is {o['longest_shared_words']} words.")

@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     rerendered = rerender(Path(args.out_dir), args.md) if args.rerender else []
     rows = rows_from(Path(args.out_dir))
     body = "\n".join([
-        "## Summary: targets of issues 8 and 10",
+        "## Summary: targets of issues 8, 10 and 18",
         "",
         f"Built by `{common.command_line('bench.summary', cli)}` from the results below (details, dates and "
         "shared-machine notes in each section). GPU run (issue 8 item 7): not measured, no GPU in this task.",

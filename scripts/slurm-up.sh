@@ -65,7 +65,7 @@ fi
 
 # 4. slurm.conf ----------------------------------------------------------------------------------
 HOST="$(hostname -s)"
-CPUS="$(nproc)"
+CPUS="$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc --all)"  # all online CPUs, whatever the caller's affinity
 MEM_MB="$(free -m | awk '/^Mem:/ {print $2}')"
 MEM_MB=$(( MEM_MB * 9 / 10 ))          # a bit less than the machine has, so slurmd accepts it
 install -d -m 755 "$STATE" "$STATE/state" "$STATE/spool" "$STATE/log" "$STATE/run"

@@ -176,8 +176,9 @@ def test_stats_exact_on_small_lengths():
 
 
 def test_padding_schemes_on_demo(tokenizer, demo_texts):
-    s = tok.length_stats(tokenizer, demo_texts, max_length=64, batch_size=8, map_batch_size=100, seed=1)
-    kept = np.minimum(s.lengths, 64)
+    # a limit most built-in reviews fit under, so that lengths differ and batching schemes differ
+    s = tok.length_stats(tokenizer, demo_texts, max_length=256, batch_size=8, map_batch_size=100, seed=1)
+    kept = np.minimum(s.lengths, 256)
     assert s.tokens_kept == kept.sum()
     for cost in s.padding.values():
         assert cost.real_tokens == kept.sum()
@@ -186,10 +187,10 @@ def test_padding_schemes_on_demo(tokenizer, demo_texts):
     p = {k: v.padding_share for k, v in s.padding.items()}
     assert p["grouped"] < p["dynamic"] < p["tutorial"] <= p["max_length"]
     # whole data set as one batch: dynamic padding = padding to the longest = the tutorial with one map batch
-    one = tok.stats_from_lengths(s.lengths, 64, batch_size=len(s.lengths), map_batch_size=len(s.lengths))
+    one = tok.stats_from_lengths(s.lengths, 256, batch_size=len(s.lengths), map_batch_size=len(s.lengths))
     assert one.padding["dynamic"].tokens_processed == one.padding["tutorial"].tokens_processed == \
         len(s.lengths) * kept.max()
-    assert s.n_truncated == int((s.lengths > 64).sum())
+    assert s.n_truncated == int((s.lengths > 256).sum())
 
 
 def test_length_grouped_order_is_a_sorted_permutation():

@@ -17,7 +17,11 @@ weights (``optimizer.pt``, ``training_args.bin``, ``rng_state.pth``, a planted `
 are never opened.
 
 :class:`Predictor` is safe to share between threads (several people predicting at once on one
-server): one lock guards the tokenizer and the model.
+server): one lock guards the tokenizer and the PyTorch model; onnxruntime sessions run concurrently.
+
+In the fast int8 mode a model with a current ONNX export (``<run>/onnx``, :mod:`lib.job.onnx_export`)
+runs on onnxruntime (:mod:`lib.serving.onnx`) without torch; otherwise, or with ``runtime="torch"``,
+on PyTorch.
 """
 from __future__ import annotations
 
@@ -434,12 +438,30 @@ class Predictor:
             truncated.append(trunc)
         return items, truncated
 
-    def _forward(self, items: list[dict]) -> list[list[float]]:
+    def _forward_chunks(self, items: list[dict], chunks: list[list[int]]):
+        """Probabilities per chunk of ``items``, in order. PyTorch: one chunk at a time under the lock (a big
+        batch job does not starve a quick tryout). onnxruntime: its sessions run concurrently, so with
+        several idle cores the chunks run side by side, one single-threaded call per core, which beat one
+        call using every core (BENCHMARKS.md, "Predictions")."""
+        workers = onnx_threads() if self._onnx is not None else 1
+        if workers > 1 and len(chunks) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                yield from pool.map(lambda c: self._forward([items[k] for k in c], threads=1), chunks)
+            return
+        for chunk in chunks:
+            if self._onnx is not None:
+                yield self._forward([items[k] for k in chunk])
+                continue
+            with self._lock:
+                yield self._forward([items[k] for k in chunk])
+
+    def _forward(self, items: list[dict], threads: int | None = None) -> list[list[float]]:
         t = self.temperature
         if self._onnx is not None:
             batch = self.tokenizer.pad(items)
             logits = self._onnx.logits(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
-                                       threads=onnx_threads()).tolist()
+                                       threads=threads or onnx_threads()).tolist()
             return [_softmax([x / t for x in row]) for row in logits]
         import torch
         batch = self.tokenizer.pad(items, return_tensors="pt")
@@ -470,10 +492,8 @@ class Predictor:
         with self._lock:  # the tokenizer and the model are shared between threads: one user at a time
             items, truncated = self._encode([texts[i] for i in todo], self.max_length) if todo else ([], [])
         order = sorted(range(len(todo)), key=lambda k: len(items[k]["input_ids"]))  # similar lengths: less padding
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            with self._lock:  # batch by batch, so a big batch job does not starve a quick tryout
-                probs = self._forward([items[k] for k in chunk])
+        chunks = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+        for chunk, probs in zip(chunks, self._forward_chunks(items, chunks)):
             for k, p in zip(chunk, probs):
                 best = max(range(len(p)), key=p.__getitem__)
                 results[todo[k]] = {
