@@ -249,8 +249,10 @@ def test_runs_queue_in_slurm_and_finish_like_local_runs(runs, timed_run, monkeyp
     second = launching.launch(tiny(run_name="second"), runs, owner="alice")
     job1, job2 = (rundir.read_run_info(d)["slurm_job_id"] for d in (first, second))
     assert job1 != job2
-    waiting = _wait(lambda: (v := _view(second)).state == "queued" and v.slurm_state == "PENDING" and
-                    _view(first).slurm_state == "RUNNING" and v, 60)
+    # first's state is read before second's: a view of second taken while first still waited would
+    # rightly count first ahead of it
+    waiting = _wait(lambda: _view(first).slurm_state == "RUNNING" and (v := _view(second)).state == "queued"
+                    and v.slurm_state == "PENDING" and v, 60)
     assert waiting, (_view(first), _view(second))
     queue = subprocess.run(["squeue", "-h", "-o", "%i %T %r %P %Q %V"], capture_output=True, text=True,
                            timeout=20).stdout
