@@ -74,7 +74,7 @@ def test_int8_predictions_run_on_onnxruntime_when_the_export_is_current(served):
 
 
 def test_onnx_gives_pytorchs_probabilities_through_the_same_preparation(served, tmp_path):
-    # the CLI's export holds fp32 too (the job keeps int8 only): compare the runtimes at full precision
+    # compare the runtimes at full precision
     onnx = Predictor(served, precision="fp32", runtime="onnx")
     torch_ = Predictor(served, precision="fp32", runtime="torch")
     assert onnx.runtime == "onnx" and torch_.runtime == "torch"
@@ -176,14 +176,14 @@ def test_the_cli_predicts_on_onnxruntime_without_torch_or_transformers(served, t
 def test_the_training_job_writes_an_int8_export_predictions_use(tiny_run_dir):
     onnx_dir = tiny_run_dir / "onnx"
     meta = ex.read_meta(onnx_dir)
-    assert meta["files"] == {"int8": ex.INT8_FILE} and not (onnx_dir / ex.ONNX_FILE).exists()
+    assert meta["files"] == {"fp32": ex.ONNX_FILE, "int8": ex.INT8_FILE}
     assert ex.is_current(onnx_dir, tiny_run_dir / "model")
     assert ex.export_dir_for(tiny_run_dir / "model") == onnx_dir
     assert meta["preprocessing"]["max_length"] == json.loads((tiny_run_dir / "config.json").read_text())["max_length"]
     model = Predictor(tiny_run_dir / "model", precision="int8")
     assert model.runtime == "onnx"
     assert model.predict(["A warm, funny film."])[0]["label"] in model.label_names
-    assert "ONNX export (int8)" in (tiny_run_dir / "stdout.log").read_text()
+    assert "ONNX export (int8, with fp32 for near-boundary reviews)" in (tiny_run_dir / "stdout.log").read_text()
 
 
 def test_new_label_names_in_config_json_make_the_export_stale(served, tmp_path):
@@ -196,3 +196,45 @@ def test_new_label_names_in_config_json_make_the_export_stale(served, tmp_path):
     assert not ex.is_current(folder / "onnx", folder)
     model = Predictor(folder, precision="int8")
     assert model.runtime == "torch" and model.label_names == ["bad", "good"]
+
+
+def test_int8_rereads_the_reviews_it_is_unsure_of_in_full_precision(served, tmp_path, monkeypatch):
+    import lib.serving.predictor as pr
+    texts = [*TEXTS, "Fine, I guess.", "Not bad at all.", "I wanted to love it."]
+    plain = Predictor(served, precision="int8", calibrated=False, recheck=False).predict(texts)
+    full = Predictor(served, precision="fp32", runtime="onnx", calibrated=False).predict(texts)
+    assert any(abs(a["scores"]["POSITIVE"] - b["scores"]["POSITIVE"]) > 1e-6 for a, b in zip(plain, full))
+
+    def gap(r):
+        import math
+        p = r["scores"]["POSITIVE"]
+        return abs(math.log(p / (1 - p)))
+    # a threshold between int8's gaps: the rows below it get fp32's answer, the others keep int8's
+    gaps = sorted(gap(r) for r in plain)
+    cut = (gaps[len(gaps) // 2 - 1] + gaps[len(gaps) // 2]) / 2
+    monkeypatch.setattr(pr, "INT8_RECHECK_GAP", cut)
+    model = Predictor(served, precision="int8", calibrated=False)
+    assert "re-read in fp32" in model.description
+    got = model.predict(texts)
+    unsure = [gap(r) < cut for r in plain]
+    assert model.rechecked == sum(unsure) == len(texts) // 2
+    for g, p, f, u in zip(got, plain, full, unsure):
+        assert g["scores"] == pytest.approx((f if u else p)["scores"], abs=1e-6), (g, p, f, u)
+
+    # an export without the fp32 graph answers with int8 alone; a damaged fp32 graph too, with a note
+    monkeypatch.setattr(pr, "INT8_RECHECK_GAP", 100.0)
+    only = tmp_path / "only-int8"
+    shutil.copytree(served, only)
+    meta = ex.read_meta(only / "onnx")
+    meta["files"].pop("fp32")
+    (only / "onnx" / ex.META_FILE).write_text(json.dumps(meta))
+    (only / "onnx" / ex.ONNX_FILE).unlink()
+    alone = Predictor(only, precision="int8", calibrated=False)
+    assert alone.runtime == "onnx" and "re-read" not in alone.description
+    assert [r["scores"] for r in alone.predict(texts)] == [r["scores"] for r in plain]
+    damaged = tmp_path / "damaged-fp32"
+    shutil.copytree(served, damaged)
+    (damaged / "onnx" / ex.ONNX_FILE).write_bytes(b"not a graph")
+    broken = Predictor(damaged, precision="int8", calibrated=False)
+    assert [r["scores"] for r in broken.predict(texts)] == [r["scores"] for r in plain]
+    assert "not re-read in full precision" in broken.runtime_note and broken.rechecked == 0

@@ -5,7 +5,8 @@ any BERT-style sequence classifier with safetensors weights) into a folder that 
 
     model.onnx         the full-precision graph; attention, layer norms and GELU fused into
                        onnxruntime's own operators when its transformer optimizer recognises them
-                       (left out with ``keep_fp32=False``: the training job serves int8 only)
+                       (left out with ``keep_fp32=False``; the predictor's int8 mode re-reads
+                       near-boundary reviews with it)
     model.int8.onnx    (``quantize=True``) the same graph with the encoder's weights stored as 8-bit
                        integers, one scale per output channel (dynamic quantization: activations are
                        quantized on the fly); the pooler and the classifier head stay in float, as in the

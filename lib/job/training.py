@@ -660,13 +660,14 @@ def freeze_parameters(model, embeddings: bool, layers: int) -> str:
 
 
 def export_fast_runtime(run_dir: Path) -> Path | None:
-    """The int8 ONNX export of ``model/`` into ``<run>/onnx``, which CPU predictions run on (the app and
-    ``python -m lib.predict``). Without onnxruntime/onnx, or when the export fails its agreement check,
+    """The ONNX export of ``model/`` into ``<run>/onnx``, which CPU predictions run on (the app and
+    ``python -m lib.predict``): the int8 graph answers, the fp32 graph re-reads the reviews int8 is unsure
+    of (``Predictor``'s re-check). Without onnxruntime/onnx, or when the export fails its agreement check,
     the log says so and predictions stay on PyTorch: the run itself never fails here."""
     from lib.job import onnx_export
     t0 = time.time()
     try:
-        out = onnx_export.export_onnx(run_dir / rundir.MODEL, run_dir / rundir.ONNX, quantize=True, keep_fp32=False)
+        out = onnx_export.export_onnx(run_dir / rundir.MODEL, run_dir / rundir.ONNX, quantize=True)
     except LabError as exc:
         print(f"[lab] no ONNX export ({exc}); predictions run on PyTorch", flush=True)
         return None
@@ -674,8 +675,8 @@ def export_fast_runtime(run_dir: Path) -> Path | None:
         print(f"[lab] the ONNX export failed ({type(exc).__name__}: {str(exc)[:300]}); predictions run on "
               "PyTorch", flush=True)
         return None
-    print(f"[lab] ONNX export (int8) for fast CPU predictions in {time.time() - t0:.1f} s: "
-          f"{rundir.ONNX}/{onnx_export.INT8_FILE}", flush=True)
+    print(f"[lab] ONNX export (int8, with fp32 for near-boundary reviews) for fast CPU predictions in "
+          f"{time.time() - t0:.1f} s: {rundir.ONNX}/{onnx_export.INT8_FILE}", flush=True)
     return out
 
 

@@ -56,6 +56,14 @@ CHARS_PER_TOKEN_CAP = 48               # text beyond max_length * this many char
 ONNX_MAX_BATCH = 4
 
 
+# int8 answers a review alone when it is sure; when the gap between its top two logits (uncalibrated) is
+# below this, the export's full-precision graph reads the review again and its answer is the one given.
+# Dynamic int8 moved a few reviews' probabilities by up to 0.4-0.6 (most by under 0.01), so labels near
+# the boundary could flip: with the re-check the served labels agreed with full precision on 99.3-99.7 %
+# of real reviews for 7 % more forward work (BENCHMARKS.md, "Predictions").
+INT8_RECHECK_GAP = 0.75
+
+
 EXPLAIN_MAX_TOKENS = 256               # occlusion needs one forward pass per unit: keep it bounded
 
 
@@ -158,8 +166,8 @@ def _softmax(row) -> list[float]:
 # and pooler stay in float. On 2 CPU cores it roughly halves single-review latency and doubles batch
 # throughput, and agrees with full precision on about 99 % of IMDb reviews (BENCHMARKS.md, inference).
 PRECISIONS = {
-    "int8": "fast CPU mode: int8 weights (dynamic quantization); about 2x faster, agrees with full "
-            "precision on ~99% of reviews",
+    "int8": "fast CPU mode: int8 weights (dynamic quantization), reviews near the decision boundary "
+            "re-read in full precision; about 2x faster, the same label as full precision on ~99% of reviews",
     "fp32": "full precision: exactly the numbers the training job evaluated with",
 }
 
@@ -263,7 +271,7 @@ class Predictor:
     """A loaded sentiment model. ``predict(texts)`` and ``explain(text)``; thread-safe."""
 
     def __init__(self, source: str | os.PathLike, *, max_length: int | None = None, precision: str = "fp32",
-                 calibrated: bool = True, runtime: str = "auto"):
+                 calibrated: bool = True, runtime: str = "auto", recheck: bool = True):
         from lib.sources.preprocessing import preprocessing_for
         if precision not in PRECISIONS:
             raise ModelError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
@@ -272,9 +280,14 @@ class Predictor:
         self.source = str(source)
         self.precision = precision
         self._lock = threading.Lock()
+        self._recheck_lock = threading.Lock()
         self.preprocessing: dict | None = None     # how text was prepared for training (None: raw text)
         self.calibration: dict | None = None       # calibration.json of the model folder, when there is one
         self._onnx = None                          # the OnnxClassifier when onnxruntime runs the model
+        self._recheck_dir: Path | None = None      # int8 on onnxruntime: the export holding the fp32 graph
+        self._recheck = None                       # its OnnxClassifier, loaded when first needed
+        self.recheck = bool(recheck)               # re-read int8's near-boundary reviews in full precision
+        self.rechecked = 0                         # how many reviews the fp32 graph re-read so far
         self.runtime = "torch"                     # which engine runs the forward pass: torch | onnx
         self.runtime_note = ""                     # why an ONNX export was not used, when that happened
         if self.source == BASE_MODEL and runtime == "onnx":
@@ -342,12 +355,17 @@ class Predictor:
         from lib.util.sysinfo import cpu_cores
         self._onnx = OnnxClassifier(onnx_dir, threads=cpu_cores(), precision=precision)
         meta = self._onnx.meta
+        fp32 = (meta.get("files") or {}).get("fp32")
+        if precision == "int8" and self.recheck and isinstance(fp32, str) and (onnx_dir / Path(fp32).name).is_file():
+            self._recheck_dir = onnx_dir
         limit = meta.get("model_max_length")
         limit = limit if isinstance(limit, int) and 8 <= limit <= 100_000 else 512
         self.tokenizer = FastTokenizer(onnx_dir, max_length=limit)
         self.model = None
         self.runtime = "onnx"
         self.description = f"{folder} ({precision}, onnxruntime)"
+        if self._recheck_dir is not None:
+            self.description = f"{folder} (int8, near-boundary reviews re-read in fp32; onnxruntime)"
         self.preprocessing = preprocessing
         self.calibration = read_calibration(folder)
         names = self._onnx.label_names or BASE_LABELS
@@ -460,9 +478,16 @@ class Predictor:
         t = self.temperature
         if self._onnx is not None:
             batch = self.tokenizer.pad(items)
-            logits = self._onnx.logits(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
-                                       threads=threads or onnx_threads()).tolist()
-            return [_softmax([x / t for x in row]) for row in logits]
+            feeds = (batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+            threads = threads or onnx_threads()
+            logits = self._onnx.logits(*feeds, threads=threads)
+            unsure = self._unsure(logits) if self._recheck_dir is not None else []
+            graph = self._fp32_graph() if unsure else None
+            if graph is not None:
+                logits[unsure] = graph.logits(*(f[unsure] for f in feeds), threads=threads)
+                with self._recheck_lock:
+                    self.rechecked += len(unsure)
+            return [_softmax([x / t for x in row]) for row in logits.tolist()]
         import torch
         batch = self.tokenizer.pad(items, return_tensors="pt")
         inputs = {k: v for k, v in batch.items() if k in self._accepts}
@@ -470,6 +495,29 @@ class Predictor:
         with torch.inference_mode():
             logits = self.model(**inputs).logits.float().tolist()
         return [_softmax([x / t for x in row]) for row in logits]
+
+    @staticmethod
+    def _unsure(logits) -> list[int]:
+        """Rows whose top two logits lie within INT8_RECHECK_GAP of each other."""
+        if logits.shape[1] < 2:
+            return []
+        import numpy as np
+        top2 = np.sort(logits, axis=1)[:, -2:]
+        return [int(i) for i in np.flatnonzero(top2[:, 1] - top2[:, 0] < INT8_RECHECK_GAP)]
+
+    def _fp32_graph(self):
+        """The export's full-precision graph, loaded on first use (most batches never need it); None, with
+        a note, when it cannot be loaded (int8's own answers are given then)."""
+        with self._recheck_lock:
+            if self._recheck is None and self._recheck_dir is not None:
+                from lib.serving.onnx import OnnxClassifier
+                from lib.util.sysinfo import cpu_cores
+                try:
+                    self._recheck = OnnxClassifier(self._recheck_dir, threads=cpu_cores(), precision="fp32")
+                except ModelError as exc:
+                    self._recheck_dir = None
+                    self.runtime_note = f"near-boundary reviews are not re-read in full precision ({exc})"
+            return self._recheck
 
     # ------------------------------------------------------------------ predict
     def predict(self, texts: Iterable[str], batch_size: int = 16) -> list[dict]:

@@ -28,9 +28,10 @@ def render(run: RunView, ctx: TabContext) -> None:
     st.toggle("Fast CPU mode (int8)", value=predictor.default_precision() == "int8", key=INT8_KEY,
               help="On: the encoder's weights run as 8-bit integers (dynamic quantization), on onnxruntime when "
                    "the run has its ONNX export (the training job writes one), else on PyTorch: two to three "
-                   "times as fast on a CPU and the same answer for ~99% of reviews. Off: full precision on "
-                   "PyTorch, exactly the numbers the training job evaluated with. Applies to the tryout and the "
-                   "batch mode.")
+                   "times as fast on a CPU. On onnxruntime a review the int8 model is unsure of is read again in "
+                   "full precision, so the answer is the full-precision one for ~99% of reviews. Off: full "
+                   "precision on PyTorch, exactly the numbers the training job evaluated with. Applies to the "
+                   "tryout and the batch mode.")
     st.checkbox("Calibrated probabilities", value=True, key=CALIBRATED_KEY,
                 help="On: confidences are softened (or sharpened) by the temperature the training job fitted on "
                      "the evaluation set, so that 90% confidence means right about 9 times in 10. The label is "
