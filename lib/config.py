@@ -671,9 +671,10 @@ DISTILL_PRESET: dict[str, Any] = dict(
 
 PRESETS.update({
     # Chosen by measurement (BENCHMARKS.md, "The demo preset"): one pass over all the built-in training
-    # reviews (about three minutes on 2 CPU cores), each read as its first 32 and last 94 tokens, with the embeddings and the first two layers kept as
-    # pre-trained (faster steps and better on real reviews than training everything). Evaluated once, at
-    # the end (an epoch-end evaluation would repeat the final one).
+    # reviews (about three minutes on 2 CPU cores), each read as its first 32 and last 94 tokens (verdicts
+    # come last), with the embeddings and the first two layers kept as pre-trained (faster steps and
+    # better on real reviews than training everything). Evaluated once, at the end (an epoch-end
+    # evaluation would repeat the final one).
     "demo": dict(
         run_name="demo: MiniLM on built-in reviews",
         model=BUNDLED_MODEL, dataset=DEMO_DATASET, num_train_epochs=1.0,

@@ -86,6 +86,11 @@ def test_export_writes_graphs_tokenizer_and_metadata(exported, tiny_dir):
     assert meta["check"]["fp32"]["max_abs_logit_diff"] < 1e-3
     assert meta["check"]["fp32"]["labels_agree"] == meta["check"]["fp32"]["texts"]
     assert (exported / ex.INT8_FILE).stat().st_size < (exported / ex.ONNX_FILE).stat().st_size
+    # attention is fused; residual additions and layer norms stay apart (the fused kernel was the slow one)
+    import onnx
+    ops = {n.op_type for n in onnx.load(str(exported / ex.ONNX_FILE)).graph.node}
+    assert "Attention" in ops and "LayerNormalization" in ops and "SkipLayerNormalization" not in ops
+    assert meta["optimizer"]["unfused"] == ["SkipLayerNormFusion"]
 
 
 def test_fp32_graph_agrees_with_pytorch_at_any_batch_and_length(exported, torch_side):

@@ -54,6 +54,13 @@ DEFAULT_OPSET = 17
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "logits"
 FP32_TOLERANCE = 1e-3          # max |logit difference| allowed between the fp32 graph and PyTorch
+
+# Residual additions and layer norms stay two operators (Add, LayerNormalization) instead of onnxruntime's
+# fused SkipLayerNormalization: on the CPUs measured (onnxruntime 1.32) the fused kernel took about 5 ns
+# per value, a third of the int8 forward pass; unfused, one review at 128 tokens ran about 27 % faster
+# in int8 and 6 % in fp32, with the same numbers (BENCHMARKS.md, "Predictions"). Sessions must then also
+# keep onnxruntime from fusing them again while it loads the graph.
+UNFUSED_OPTIMIZERS = ["SkipLayerNormFusion"]
 CARRIED_FILES = ("config.json", PREPROCESSING_FILE, "calibration.json", "README.md")
 KEEP_FLOAT = ("pooler", "classifier", "pre_classifier")   # module names whose weights int8 leaves in float
 INSTALL_HINT = "pip install onnxruntime (or pip install -r requirements.txt)"
@@ -285,15 +292,19 @@ def _fuse(path: Path, config, out: Path) -> dict:
     """onnxruntime's transformer optimizer (attention, layer norm, GELU fusions) on the CPU graph.
     Returns which operators it fused; on failure the graph is left as exported."""
     try:
+        from onnxruntime.transformers.fusion_options import FusionOptions
         from onnxruntime.transformers.optimizer import optimize_model
+        options = FusionOptions("bert")
+        options.enable_skip_layer_norm = False          # see UNFUSED_OPTIMIZERS
         heads = int(getattr(config, "num_attention_heads", 0) or getattr(config, "n_heads", 0) or 0)
         hidden = int(getattr(config, "hidden_size", 0) or getattr(config, "dim", 0) or 0)
         with _quiet():
             opt = optimize_model(str(path), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0,
-                                 use_gpu=False)
+                                 use_gpu=False, optimization_options=options)
             stats = {k: int(v) for k, v in (opt.get_fused_operator_statistics() or {}).items() if v}
             opt.save_model_to_file(str(out), use_external_data_format=False)
-        return {"tool": "onnxruntime.transformers.optimizer (model_type bert, CPU)", "fused": stats}
+        return {"tool": "onnxruntime.transformers.optimizer (model_type bert, CPU)", "fused": stats,
+                "unfused": list(UNFUSED_OPTIMIZERS)}
     except Exception as exc:  # noqa: BLE001 - an unfused graph still runs, only slower
         return {"tool": None, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
 
@@ -335,7 +346,8 @@ def _agreement(model, tokenizer, names, graph: Path, texts: Sequence[str], max_l
     ort = _require_runtime()
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(str(graph), sess_options=options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(graph), sess_options=options, providers=["CPUExecutionProvider"],
+                                   disabled_optimizers=UNFUSED_OPTIMIZERS)
     wanted = {i.name for i in session.get_inputs()}
     diffs, agree, total = [], 0, 0
     cases = [[t] for t in texts] + [list(texts)]

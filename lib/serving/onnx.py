@@ -24,6 +24,7 @@ from lib.errors import ModelError
 from lib.job.onnx_export import (
     META_FILE,
     ONNX_FILE,
+    UNFUSED_OPTIMIZERS,
     _require_runtime,
     export_dir_for,
     is_current,
@@ -135,7 +136,8 @@ class OnnxClassifier:
             so.log_severity_level = 3
             so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
             try:
-                session = ort.InferenceSession(str(self.path), sess_options=so, providers=["CPUExecutionProvider"])
+                session = ort.InferenceSession(str(self.path), sess_options=so, providers=["CPUExecutionProvider"],
+                                               disabled_optimizers=UNFUSED_OPTIMIZERS)
             except Exception as exc:  # noqa: BLE001 - a corrupt or foreign graph: a message
                 raise ModelError(f"onnxruntime could not load {self.path}: {str(exc)[:300]}") from None
             self._sessions[threads] = session
