@@ -76,8 +76,11 @@ class OnnxClassifier:
     may ask for another count (``logits(..., threads=1)``), which gets its own session, created once.
     ``spin``: whether idle worker threads busy-wait for the next operator. Off by default: on a machine
     shared with a training job (or other people's work) spinning threads take cores from it and, when
-    every core is busy, made a forward pass several times slower; with the machine to itself spinning
-    saves little. ``logits`` is safe to call from several threads at once.
+    every core is busy, made a forward pass several times slower. With idle cores it pays: without it two
+    threads were no faster than one for a single review (8.8 vs 8.9 ms here), with it 6.7 ms. The
+    predictor turns it on and asks for several threads only while no other process keeps the cores
+    busy (one thread otherwise, where there is nothing to spin). ``logits`` is safe to call from several
+    threads at once.
     """
 
     def __init__(self, onnx_dir_or_file: str | os.PathLike, threads: int | None = None, *,

@@ -353,7 +353,8 @@ class Predictor:
         torch) gives the same token ids as the model's tokenizer."""
         from lib.serving.onnx import FastTokenizer, OnnxClassifier
         from lib.util.sysinfo import cpu_cores
-        self._onnx = OnnxClassifier(onnx_dir, threads=cpu_cores(), precision=precision)
+        # spinning workers: several threads are asked for only while other processes leave the cores idle
+        self._onnx = OnnxClassifier(onnx_dir, threads=cpu_cores(), precision=precision, spin=True)
         meta = self._onnx.meta
         fp32 = (meta.get("files") or {}).get("fp32")
         if precision == "int8" and self.recheck and isinstance(fp32, str) and (onnx_dir / Path(fp32).name).is_file():
@@ -513,7 +514,8 @@ class Predictor:
                 from lib.serving.onnx import OnnxClassifier
                 from lib.util.sysinfo import cpu_cores
                 try:
-                    self._recheck = OnnxClassifier(self._recheck_dir, threads=cpu_cores(), precision="fp32")
+                    self._recheck = OnnxClassifier(self._recheck_dir, threads=cpu_cores(), precision="fp32",
+                                                   spin=True)
                 except ModelError as exc:
                     self._recheck_dir = None
                     self.runtime_note = f"near-boundary reviews are not re-read in full precision ({exc})"
