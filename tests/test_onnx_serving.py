@@ -154,12 +154,12 @@ def test_the_cli_predicts_on_onnxruntime_without_torch_or_transformers(served, t
     code = ("import json, sys\nfrom lib.predict import main\n"
             f"rc = main(['--model', {str(served)!r}, 'A warm and funny film.', 'Dull.'])\n"
             "print(json.dumps({'rc': rc, 'torch': 'torch' in sys.modules, "
-            "'transformers': 'transformers' in sys.modules}))\n")
+            "'transformers': 'transformers' in sys.modules, 'onnx': 'onnx' in sys.modules}))\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "LAB_PREDICT_PRECISION": "int8"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.strip().splitlines()
-    assert json.loads(lines[-1]) == {"rc": 0, "torch": False, "transformers": False}
+    assert json.loads(lines[-1]) == {"rc": 0, "torch": False, "transformers": False, "onnx": False}
     rows = [json.loads(x) for x in lines[:-1]]
     expected = Predictor(served, precision="int8").predict(["A warm and funny film.", "Dull."])
     assert [r["label"] for r in rows] == [e["label"] for e in expected]
@@ -238,3 +238,26 @@ def test_int8_rereads_the_reviews_it_is_unsure_of_in_full_precision(served, tmp_
     broken = Predictor(damaged, precision="int8", calibrated=False)
     assert [r["scores"] for r in broken.predict(texts)] == [r["scores"] for r in plain]
     assert "not re-read in full precision" in broken.runtime_note and broken.rechecked == 0
+
+
+def test_a_graph_reading_weights_from_outside_its_folder_is_refused(served, tmp_path):
+    import onnx
+
+    from lib.serving.onnx import OnnxClassifier
+    outside = tmp_path / "weights.bin"
+    folder = tmp_path / "export"
+    folder.mkdir()
+    model = onnx.load(str(served / "onnx" / ex.INT8_FILE))
+    onnx.save_model(model, str(folder / ex.INT8_FILE), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights.bin", size_threshold=0)
+    (folder / "weights.bin").rename(outside)
+    graph = onnx.load(str(folder / ex.INT8_FILE), load_external_data=False)
+    for tensor in graph.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../weights.bin"
+    onnx.save_model(graph, str(folder / ex.INT8_FILE))
+    with pytest.raises(ModelError, match="outside its own folder"):
+        OnnxClassifier(folder / ex.INT8_FILE)
+    # the plain graph (no external weights) loads without that check parsing it
+    assert OnnxClassifier(served / "onnx", precision="int8").precision == "int8"
