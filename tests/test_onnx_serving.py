@@ -135,7 +135,7 @@ def test_a_damaged_export_falls_back_to_pytorch_with_a_note(served, tmp_path):
     model = Predictor(folder, precision="int8")
     assert model.runtime == "torch" and "could not be used" in model.runtime_note
     assert model.predict(["Fine."])[0]["label"] in ("NEGATIVE", "POSITIVE")
-    with pytest.raises(ModelError, match="not a readable ONNX model"):
+    with pytest.raises(ModelError, match="onnxruntime could not load .*model.int8.onnx"):
         Predictor(folder, precision="int8", runtime="onnx")
 
 
