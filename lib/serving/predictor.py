@@ -59,8 +59,8 @@ ONNX_MAX_BATCH = 4
 # int8 answers a review alone when it is sure; when the gap between its top two logits (uncalibrated) is
 # below this, the export's full-precision graph reads the review again and its answer is the one given.
 # Dynamic int8 moved a few reviews' probabilities by up to 0.4-0.6 (most by under 0.01), so labels near
-# the boundary could flip: with the re-check the served labels agreed with full precision on 99.3-99.7 %
-# of real reviews for 7 % more forward work (BENCHMARKS.md, "Predictions").
+# the boundary could flip: on the demo model int8 alone gave full precision's label on 97.4 % of real
+# reviews, with the re-read of the 4 % it was unsure of on 98.6 % (BENCHMARKS.md, "Predictions").
 INT8_RECHECK_GAP = 0.75
 
 
@@ -166,8 +166,9 @@ def _softmax(row) -> list[float]:
 # and pooler stay in float. On 2 CPU cores it roughly halves single-review latency and doubles batch
 # throughput, and agrees with full precision on about 99 % of IMDb reviews (BENCHMARKS.md, inference).
 PRECISIONS = {
-    "int8": "fast CPU mode: int8 weights (dynamic quantization), reviews near the decision boundary "
-            "re-read in full precision; about 2x faster, the same label as full precision on ~99% of reviews",
+    "int8": "fast CPU mode: int8 weights (dynamic quantization; on onnxruntime, reviews near the decision "
+            "boundary are re-read in full precision); about 2x faster, the same label as full precision on "
+            "~99% of reviews",
     "fp32": "full precision: exactly the numbers the training job evaluated with",
 }
 
