@@ -9,10 +9,12 @@
 With texts, one JSON object per text is printed: ``{"label": ..., "scores": {label: probability}}``.
 With ``--csv`` (CSV, TSV, JSON Lines or Parquet) the predictions are added as columns and written to
 ``--out`` as CSV; text cells that a spreadsheet would run as a formula are prefixed with ``'``.
-On the CPU predictions run in the fast int8 mode unless ``--precision fp32`` asks for the exact
-full-precision numbers the training job evaluated with. In int8 mode a model with a current ONNX export
-(``<run>/onnx``, written by the training job, or ``python -m lib.export --format onnx --int8``) runs
-on onnxruntime without loading torch; ``--runtime torch`` keeps PyTorch.
+On the CPU predictions run in the fast mode unless ``--precision fp32`` asks for the exact
+full-precision numbers the training job evaluated with. The fast mode is int8: a model with a current
+ONNX export (``<run>/onnx``, written by the training job, or ``python -m lib.export --format onnx
+--int8``) runs on onnxruntime without loading torch; ``--runtime torch`` keeps PyTorch. On a CPU with AMX
+matrix units a table of at least ``BF16_MIN_ROWS`` reviews runs in bf16 on PyTorch instead (faster
+there once the table pays for loading torch); ``--precision`` chooses for itself.
 
 Text is prepared as the model was trained: a run's export records its ``max_length``, truncation side
 and ``<br />`` cleaning (``lab_preprocessing.json``), a checkpoint uses its run's ``config.json``, and
@@ -33,6 +35,12 @@ from pathlib import Path
 from lib.errors import DataError, LabError, os_error_message
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
+
+# On an AMX CPU, bf16 on PyTorch predicts a table faster than int8 on onnxruntime, but a process must first
+# import torch and transformers (about 2 s on 2 cores) where onnxruntime needs 0.2 s. Measured on 2 cores,
+# the whole bf16 process caught up with the int8 one at about BF16_MIN_ROWS reviews (BENCHMARKS.md,
+# "Predictions"); below that the CLI's fast mode stays int8.
+BF16_MIN_ROWS = 4000
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,10 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: onnxruntime for int8 when the model has a current ONNX export (the training job "
                         "writes one into <run>/onnx), else PyTorch; onnx: require the export; torch: PyTorch "
                         "(default: auto, or $LAB_PREDICT_RUNTIME)")
-    p.add_argument("--precision", choices=["int8", "fp32"], default=None,
+    p.add_argument("--precision", choices=["int8", "bf16", "fp32"], default=None,
                    help="int8: fast CPU mode (dynamic quantization, about 2x faster, agrees with full precision on "
-                        "~99%% of reviews); fp32: exactly the training job's numbers (default: int8, or "
-                        "$LAB_PREDICT_PRECISION)")
+                        "~99%% of reviews); bf16: bfloat16 on PyTorch, fast on CPUs with AMX matrix units only; "
+                        "fp32: exactly the training job's numbers (default: $LAB_PREDICT_PRECISION, else int8, "
+                        f"or bf16 for a table of {BF16_MIN_ROWS:,}+ reviews on an AMX CPU)")
     return p
 
 
@@ -115,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         model = args.model if args.model == BASE_MODEL else str(check_model_folder(args.model))
         table = read_table_file(args.csv, args.text_column) if args.csv else None
-        predictor = Predictor(model, max_length=args.max_length, precision=args.precision or default_precision(),
+        precision = args.precision or default_precision(batch=table is not None and len(table) >= BF16_MIN_ROWS)
+        predictor = Predictor(model, max_length=args.max_length, precision=precision,
                               calibrated=not args.no_calibration, runtime=args.runtime or default_runtime())
         if predictor.runtime_note:
             print(f"note: {predictor.runtime_note}", file=sys.stderr)
@@ -125,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
             tmp.write_bytes(safe_csv_bytes(result))
             os.replace(tmp, args.out)
             done = sum(1 for v in result["predicted_label"] if v)
-            print(f"wrote {len(result)} rows ({done} predicted) to {args.out}", file=sys.stderr)
+            engine = "onnxruntime" if predictor.runtime == "onnx" else "PyTorch"
+            print(f"wrote {len(result)} rows ({done} predicted, {predictor.precision} on {engine}) to {args.out}",
+                  file=sys.stderr)
         else:
             for r in predictor.predict(args.texts, batch_size=args.batch_size):
                 row = {"label": r["label"], "scores": {k: round(v, 6) for k, v in r["scores"].items()}}

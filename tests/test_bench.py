@@ -78,8 +78,11 @@ def test_inference(tmp_path, tiny_model_dir):
                                   "--csv-rounds", "1", "--lab-batch-sizes", "1,4", "--agreement-samples", "16",
                                   "--process-samples", "10", "--process-rounds", "1"], tmp_path)
     out, saved = res["stdout"], res["saved"]
-    variants = {"pipeline", "torch_fp32", "torch_int8", "onnx_fp32", "onnx_int8", "lab"}
+    variants = {"pipeline", "torch_fp32", "torch_int8", "torch_bf16", "onnx_fp32", "onnx_int8", "lab"}
     assert saved["data"] == "demo" and out["lab_runtime"] == "onnx" and out["lab_precision"] == "int8"
+    # the batch mode's predictor: bf16 on PyTorch where the CPU has AMX matrix units, else the lab's own
+    amx = "amx_bf16" in saved["environment"]["cpu"]["flags"]
+    assert (out["lab_table_precision"], out["lab_table_runtime"]) == (("bf16", "torch") if amx else ("int8", "onnx"))
     dumped = json.dumps(saved)
     for absolute in (str(ROOT), str(tiny_model_dir), str(tmp_path)):  # paths are recorded relative to the repo
         assert not re.search(r"(?<!\.\.)" + re.escape(absolute), dumped), absolute
@@ -91,7 +94,8 @@ def test_inference(tmp_path, tiny_model_dir):
     assert all(s["reviews_per_s"] > 0 for s in csv.values()) and saved["csv"]["lab"] == "lab_b16"
     assert set(saved["csv"]["lab_reviews_per_s_by_batch"]) == {"1", "4", "16"}  # JSON keys
     agreement = saved["agreement"]["variants"]
-    assert set(agreement) == variants - {"pipeline"} and agreement["torch_fp32"]["agreement_with_fp32"] == 1.0
+    assert set(agreement) == variants - {"pipeline"} | {"lab_table"}
+    assert agreement["torch_fp32"]["agreement_with_fp32"] == 1.0
     assert all(0.0 <= a["agreement_with_fp32"] <= 1.0 for a in agreement.values())
     proc = saved["process"]
     assert proc["commands"]["lab"].startswith("python -m lib.predict --model ")
@@ -103,7 +107,7 @@ def test_inference(tmp_path, tiny_model_dir):
     for key in ("single_p50_x_vs_pipeline", "single_p50_x_fp32_floor", "csv_x_vs_pipeline", "csv_x_vs_pipeline_b16",
                 "csv_share_of_fp32_floor_rate", "whole_process_x_vs_pipeline"):
         assert ratios[key] > 0, key
-    assert 0.0 <= ratios["agreement_with_fp32"] <= 1.0
+    assert ratios["agreement_with_fp32"] == min(agreement[v]["agreement_with_fp32"] for v in ("lab", "lab_table"))
     assert set(out["targets"]) == {"single_p50", "csv_in_process", "whole_process", "agreement"}
     assert all(isinstance(met, bool) for met in out["targets"].values())
     assert all(isinstance(t["met"], bool) and t["value"] is not None for t in saved["targets"].values())

@@ -343,3 +343,53 @@ def test_int8_fast_mode_quantizes_the_encoder_and_keeps_its_answers(monkeypatch)
     assert serving_predictor.default_precision() == "fp32"
     monkeypatch.setenv("LAB_PREDICT_PRECISION", "bogus")
     assert serving_predictor.default_precision() == "int8"
+
+
+def test_bf16_mode_runs_the_model_in_bfloat16_and_keeps_its_answers(run_dir):
+    """bf16 mode: every weight in bfloat16 on PyTorch, the encoder's output close to full precision (the
+    bundled MiniLM), probabilities still float; onnxruntime cannot run it and says so."""
+    import torch
+    fp32 = serving_predictor.Predictor(serving_predictor.BASE_MODEL)
+    bf16 = serving_predictor.Predictor(serving_predictor.BASE_MODEL, precision="bf16")
+    assert bf16.precision == "bf16" and bf16.runtime == "torch" and bf16.description.endswith("(bf16)")
+    assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in fp32.model.parameters()} == {torch.float32}
+    enc = fp32.tokenizer(TEXTS, padding=True, truncation=True, max_length=128, return_tensors="pt")
+    with torch.inference_mode():
+        a = fp32.model.bert(**enc).last_hidden_state[:, 0]
+        b = bf16.model.bert(**enc).last_hidden_state[:, 0].float()
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=-1)
+    assert float(cos.min()) > 0.99, cos
+    r32, r16 = fp32.predict(TEXTS), bf16.predict(TEXTS)
+    for x, y in zip(r32, r16):
+        assert all(isinstance(v, float) for v in y["scores"].values())
+        assert abs(sum(y["scores"].values()) - 1.0) < 1e-6
+        assert max(abs(x["scores"][k] - y["scores"][k]) for k in x["scores"]) < 0.05
+    assert bf16.predict_one(TEXTS[0])["latency_ms"] > 0
+    with pytest.raises(ModelError, match="bf16 runs on PyTorch only"):
+        serving_predictor.Predictor(run_dir / "model", precision="bf16", runtime="onnx")
+    run_model = serving_predictor.Predictor(run_dir / "model", precision="bf16")   # auto: PyTorch, not the export
+    assert run_model.runtime == "torch" and run_model.predict(TEXTS)[0]["label"] in run_model.label_names
+
+
+@pytest.mark.parametrize("flags, one, table", [
+    ({"avx512f", "avx512_vnni"}, "int8", "int8"),             # no AMX: bf16 is emulated, int8 everywhere
+    ({"avx512f", "amx_tile", "amx_bf16"}, "int8", "bf16"),    # AMX: bf16 for tables, int8 for one review
+])
+def test_the_fast_mode_uses_bf16_for_tables_only_on_cpus_with_amx(monkeypatch, flags, one, table):
+    from lib.util import sysinfo
+    monkeypatch.setattr(sysinfo, "_CPU_FLAGS", frozenset(flags))
+    monkeypatch.delenv("LAB_PREDICT_PRECISION", raising=False)
+    assert serving_predictor.bf16_matrix_units() == ("amx_bf16" in flags)
+    assert (serving_predictor.fast_precision(), serving_predictor.fast_precision(batch=True)) == (one, table)
+    assert serving_predictor.default_precision(batch=True) == table
+    monkeypatch.setenv("LAB_PREDICT_PRECISION", "fp32")  # an explicit choice wins for both
+    assert serving_predictor.default_precision() == serving_predictor.default_precision(batch=True) == "fp32"
+
+
+def test_cpu_flags_come_from_the_kernel():
+    from lib.util import sysinfo
+    flags = sysinfo.cpu_flags()
+    assert isinstance(flags, frozenset) and flags is sysinfo.cpu_flags()   # read once
+    if Path("/proc/cpuinfo").is_file():
+        assert flags and all(f == f.strip() and f for f in flags)

@@ -146,3 +146,30 @@ def test_precision_flag(run_dir):
     check_lines(proc.stdout, 2)
     proc = cli("--model", str(run_dir / "model"), "--precision", "fp16", "x")
     assert proc.returncode == 2 and "invalid choice: 'fp16'" in proc.stderr
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_a_big_table_runs_bf16_on_an_amx_cpu_and_a_small_one_int8(run_dir, tmp_path, capsys, monkeypatch, amx):
+    """The CLI's fast mode: int8 on onnxruntime (no torch to import) unless the table has BF16_MIN_ROWS
+    reviews and the CPU has AMX matrix units; --precision chooses for itself. The stderr line says which."""
+    from lib.util import sysinfo
+    monkeypatch.setattr(sysinfo, "_CPU_FLAGS", frozenset({"amx_bf16"} if amx else {"avx2"}))
+    monkeypatch.delenv("LAB_PREDICT_PRECISION", raising=False)
+    monkeypatch.setattr(predict, "BF16_MIN_ROWS", 3)
+    model = str(run_dir / "model")
+
+    def table(rows: int) -> str:
+        path = tmp_path / f"t{rows}.csv"
+        path.write_text("text\n" + "".join(f"review number {i} was fine\n" for i in range(rows)))
+        out = tmp_path / f"o{rows}.csv"
+        assert predict.main(["--model", model, "--csv", str(path), "--out", str(out)]) == 0
+        with open(out, newline="") as fh:
+            assert sum(1 for r in csv.DictReader(fh) if r["predicted_label"]) == rows
+        return capsys.readouterr().err
+
+    assert "(2 predicted, int8 on onnxruntime)" in table(2)
+    assert ("(3 predicted, bf16 on PyTorch)" if amx else "(3 predicted, int8 on onnxruntime)") in table(3)
+    out = tmp_path / "chosen.csv"
+    assert predict.main(["--model", model, "--csv", str(tmp_path / "t3.csv"), "--out", str(out),
+                         "--precision", "fp32"]) == 0
+    assert "fp32 on PyTorch" in capsys.readouterr().err

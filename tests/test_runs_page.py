@@ -314,6 +314,26 @@ def test_tryout_batch_csv(runs, finished_run):
     assert "binary" in shown(at.error[0].value)
 
 
+@pytest.mark.parametrize("amx", [True, False])
+def test_batch_mode_runs_bf16_on_amx_cpus_and_the_tryout_int8(runs, finished_run, monkeypatch, amx):
+    from lib.util import sysinfo
+    monkeypatch.setattr(sysinfo, "_CPU_FLAGS", frozenset({"avx512f", "amx_bf16"} if amx else {"avx2"}))
+    monkeypatch.delenv("LAB_PREDICT_PRECISION", raising=False)
+    at = page(finished_run.name, "Try it")
+    at.file_uploader(key="try_upload").set_value(("r.csv", b"text\nA lovely film\nDreadful\n", "text/csv")).run()
+    at.button(key="try_batch_go").click().run()
+    assert not at.exception and not at.error
+    table = "bf16 on PyTorch" if amx else "int8 on "
+    assert any(table in c.value and "2 rows predicted" in c.value for c in at.caption), [c.value for c in at.caption]
+    at.text_area(key="try_text").set_value("A fine film.")
+    at.button(key="FormSubmitter:try_form-Classify").click().run()
+    assert not at.exception and at.session_state["try_result"]["precision"] == "int8"
+    # Fast CPU mode off: full precision for both
+    at.toggle(key="try_fast").set_value(False).run()
+    at.button(key="try_batch_go").click().run()
+    assert any("fp32 on PyTorch" in c.value for c in at.caption)
+
+
 def test_planted_pickles_never_run(runs, finished_run, tmp_path):
     marker = tmp_path / "pwned"
     payload = pickle.dumps(Boom(marker))

@@ -27,6 +27,26 @@ def cpu_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+_CPU_FLAGS: frozenset[str] | None = None
+
+
+def cpu_flags() -> frozenset[str]:
+    """The instruction-set flags the kernel reports for this CPU (``/proc/cpuinfo``; empty elsewhere)."""
+    global _CPU_FLAGS
+    if _CPU_FLAGS is None:
+        flags: set[str] = set()
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    if line.startswith(("flags", "Features")):
+                        flags = set(line.split(":", 1)[1].split())
+                        break
+        except OSError:
+            pass
+        _CPU_FLAGS = frozenset(flags)
+    return _CPU_FLAGS
+
+
 def gpu_count() -> int:
     """CUDA GPUs visible to this process, without importing torch when it is not loaded yet."""
     import sys

@@ -8,6 +8,7 @@ belong to ``python -m lib.predict --csv``.
 from __future__ import annotations
 
 import os
+import time
 
 import streamlit as st
 
@@ -46,6 +47,7 @@ def render(run: RunView, ctx: TabContext, choice: predictor.ModelChoice) -> None
             table = batch.upload_columns(ctx.runs_dir, upload.getvalue(), upload.name, max_rows=limit + 1)
             st.session_state["try_table"] = (upload.file_id, table)
             st.session_state.pop("try_batch", None)
+            st.session_state.pop("try_batch_how", None)
         except LabError as exc:
             st.session_state.pop("try_table", None)
             show_lab_error(exc)
@@ -64,14 +66,20 @@ def render(run: RunView, ctx: TabContext, choice: predictor.ModelChoice) -> None
     column = st.selectbox("Text column", columns, index=columns.index(guess), key="try_column")
     if st.button("Predict all rows", key="try_batch_go"):
         try:
-            model = get_predictor(run, choice)
+            model = get_predictor(run, choice, batch=True)
             with st.spinner(f"Predicting {len(table):,} reviews…"):
+                t0 = time.perf_counter()
                 st.session_state["try_batch"] = batch.predict_frame(model, table, column)
+                engine = "onnxruntime" if model.runtime == "onnx" else "PyTorch"
+                st.session_state["try_batch_how"] = (f"{model.precision} on {engine}, "
+                                                     f"{time.perf_counter() - t0:.1f} s")
         except LabError as exc:
             show_lab_error(exc)
     out = st.session_state.get("try_batch")
     if out is not None:
-        st.caption(plain(f"{len(out):,} rows predicted; the first {min(len(out), PREVIEW_ROWS):,} are shown."))
+        how = st.session_state.get("try_batch_how")
+        how = f" ({how})" if how else ""
+        st.caption(plain(f"{len(out):,} rows predicted{how}; the first {min(len(out), PREVIEW_ROWS):,} are shown."))
         st.dataframe(out.head(PREVIEW_ROWS), hide_index=True, key="try_batch_preview")
         st.download_button("Download predictions (CSV)", batch.safe_csv_bytes(out), file_name="predictions.csv",
                            mime="text/csv", key="try_download", on_click="ignore")

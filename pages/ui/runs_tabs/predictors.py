@@ -7,7 +7,7 @@ import streamlit as st
 from lib.registry.reconcile import RunView
 from lib.serving import predictor
 
-INT8_KEY = "try_int8"   # the "Fast CPU mode" toggle
+FAST_KEY = "try_fast"   # the "Fast CPU mode" toggle
 CALIBRATED_KEY = "try_calibrated"   # the "Calibrated probabilities" checkbox
 
 
@@ -20,9 +20,18 @@ def load_predictor(location: str, mtime: int, max_length: int | None, precision:
     return model
 
 
-def precision() -> str:
-    """int8 or fp32, as the person chose with the Fast CPU mode toggle."""
-    return "int8" if st.session_state.get(INT8_KEY, predictor.default_precision() == "int8") else "fp32"
+def fast_mode() -> bool:
+    """Whether the Fast CPU mode toggle is on (its default: on unless LAB_PREDICT_PRECISION says fp32)."""
+    return bool(st.session_state.get(FAST_KEY, predictor.default_precision() != "fp32"))
+
+
+def precision(batch: bool = False) -> str:
+    """fp32 with the Fast CPU mode off; on, the fast mode's precision for one review or for a table
+    (``batch``): LAB_PREDICT_PRECISION when it names a fast one, else ``predictor.fast_precision``."""
+    if not fast_mode():
+        return "fp32"
+    chosen = predictor.default_precision(batch)
+    return chosen if chosen in predictor.FAST_PRECISIONS else predictor.fast_precision(batch)
 
 
 def calibrated() -> bool:
@@ -30,10 +39,12 @@ def calibrated() -> bool:
     return bool(st.session_state.get(CALIBRATED_KEY, True))
 
 
-def get_predictor(run: RunView, choice: predictor.ModelChoice) -> predictor.Predictor:
-    """The loaded model for ``choice`` (ModelError when its folder has gone): the run's max_length applies
-    to its own models, not to the base model; text is prepared as the model records it was for training."""
+def get_predictor(run: RunView, choice: predictor.ModelChoice, batch: bool = False) -> predictor.Predictor:
+    """The loaded model for ``choice`` (ModelError when its folder has gone), for one review at a time or
+    for a table (``batch``: the fast mode may use another precision for it, see ``precision``): the run's
+    max_length applies to its own models, not to the base model; text is prepared as the model records it
+    was for training."""
     location, mtime = predictor.model_signature(choice.path)
     max_length = run.config.get("max_length") if choice.kind != "base" else None
     max_length = max_length if isinstance(max_length, int) and not isinstance(max_length, bool) else None
-    return load_predictor(location, mtime, max_length, precision(), calibrated())
+    return load_predictor(location, mtime, max_length, precision(batch), calibrated())

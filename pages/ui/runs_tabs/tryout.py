@@ -17,7 +17,7 @@ from lib.errors import LabError
 from lib.registry.reconcile import RunView
 from lib.serving import examples, explain, predictor
 from pages.ui.runs_tabs import TabContext, batch
-from pages.ui.runs_tabs.predictors import CALIBRATED_KEY, INT8_KEY, get_predictor
+from pages.ui.runs_tabs.predictors import CALIBRATED_KEY, FAST_KEY, get_predictor
 from pages.ui.text import plain, show_lab_error
 
 MAX_CHARS = 20_000   # about 4,000 words: far more than a model's 512 tokens read
@@ -25,13 +25,14 @@ MAX_CHARS = 20_000   # about 4,000 words: far more than a model's 512 tokens rea
 
 def render(run: RunView, ctx: TabContext) -> None:
     choice = pick_model(run)
-    st.toggle("Fast CPU mode (int8)", value=predictor.default_precision() == "int8", key=INT8_KEY,
+    st.toggle("Fast CPU mode", value=predictor.default_precision() != "fp32", key=FAST_KEY,
               help="On: the encoder's weights run as 8-bit integers (dynamic quantization), on onnxruntime when "
                    "the run has its ONNX export (the training job writes one), else on PyTorch: two to three "
                    "times as fast on a CPU. On onnxruntime a review the int8 model is unsure of is read again in "
-                   "full precision, so the answer is the full-precision one for ~99% of reviews. Off: full "
-                   "precision on PyTorch, exactly the numbers the training job evaluated with. Applies to the "
-                   "tryout and the batch mode.")
+                   "full precision, so the answer is the full-precision one for ~99% of reviews. On a CPU with "
+                   "AMX matrix units, a table in the batch mode runs in bfloat16 instead (faster there for many "
+                   "reviews, the same label on ~99.5% of them). Off: full precision on PyTorch, exactly the "
+                   "numbers the training job evaluated with. Applies to the tryout and the batch mode.")
     st.checkbox("Calibrated probabilities", value=True, key=CALIBRATED_KEY,
                 help="On: confidences are softened (or sharpened) by the temperature the training job fitted on "
                      "the evaluation set, so that 90% confidence means right about 9 times in 10. The label is "
