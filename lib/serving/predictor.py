@@ -58,10 +58,13 @@ ONNX_MAX_BATCH = 4
 
 # int8 answers a review alone when it is sure; when the gap between its top two logits (uncalibrated) is
 # below this, the export's full-precision graph reads the review again and its answer is the one given.
-# Dynamic int8 moved a few reviews' probabilities by up to 0.4-0.6 (most by under 0.01), so labels near
-# the boundary could flip: on the demo model int8 alone gave full precision's label on 97.4 % of real
-# reviews, with the re-read of the 4 % it was unsure of on 98.6 % (BENCHMARKS.md, "Predictions").
-INT8_RECHECK_GAP = 0.75
+# Dynamic int8 moves some reviews' logit gap by up to 1-2 (most by under 0.05), so labels near the
+# boundary could flip. On the demo model and two samples of 1,500 IMDb reviews, the smoothed int8 graph
+# (lib.job.onnx_export.SMOOTH_ALPHA) alone gave full precision's label on 98.2-98.9 %, and with the
+# re-read of the ~3 % within 0.5 on 99.6-99.7 %; the unsmoothed graph of older exports needed 0.75 (4.2-4.5 %
+# re-read) for 99.3-99.4 % (BENCHMARKS.md, "Predictions").
+INT8_RECHECK_GAP = 0.5
+INT8_RECHECK_GAP_UNSMOOTHED = 0.75     # for int8 graphs exported before smoothing (onnx.json says which)
 
 
 EXPLAIN_MAX_TOKENS = 256               # occlusion needs one forward pass per unit: keep it bounded
@@ -307,6 +310,7 @@ class Predictor:
         self._onnx = None                          # the OnnxClassifier when onnxruntime runs the model
         self._recheck_dir: Path | None = None      # int8 on onnxruntime: the export holding the fp32 graph
         self._recheck = None                       # its OnnxClassifier, loaded when first needed
+        self._recheck_gap = INT8_RECHECK_GAP       # logit gap below which int8 hands a review to fp32
         self.recheck = bool(recheck)               # re-read int8's near-boundary reviews in full precision
         self.rechecked = 0                         # how many reviews the fp32 graph re-read so far
         self.runtime = "torch"                     # which engine runs the forward pass: torch | onnx
@@ -386,6 +390,8 @@ class Predictor:
         fp32 = (meta.get("files") or {}).get("fp32")
         if precision == "int8" and self.recheck and isinstance(fp32, str) and (onnx_dir / Path(fp32).name).is_file():
             self._recheck_dir = onnx_dir
+        smoothed = isinstance(meta.get("quantization"), dict) and bool(meta["quantization"].get("smoothing"))
+        self._recheck_gap = INT8_RECHECK_GAP if smoothed else INT8_RECHECK_GAP_UNSMOOTHED
         limit = meta.get("model_max_length")
         limit = limit if isinstance(limit, int) and 8 <= limit <= 100_000 else 512
         self.tokenizer = FastTokenizer(onnx_dir, max_length=limit)
@@ -524,14 +530,14 @@ class Predictor:
             logits = self.model(**inputs).logits.float().tolist()
         return [_softmax([x / t for x in row]) for row in logits]
 
-    @staticmethod
-    def _unsure(logits) -> list[int]:
-        """Rows whose top two logits lie within INT8_RECHECK_GAP of each other."""
+    def _unsure(self, logits) -> list[int]:
+        """Rows whose top two logits lie within the re-read gap of each other (INT8_RECHECK_GAP, or
+        INT8_RECHECK_GAP_UNSMOOTHED for an older int8 graph)."""
         if logits.shape[1] < 2:
             return []
         import numpy as np
         top2 = np.sort(logits, axis=1)[:, -2:]
-        return [int(i) for i in np.flatnonzero(top2[:, 1] - top2[:, 0] < INT8_RECHECK_GAP)]
+        return [int(i) for i in np.flatnonzero(top2[:, 1] - top2[:, 0] < self._recheck_gap)]
 
     def _fp32_graph(self):
         """The export's full-precision graph, loaded on first use (most batches never need it); None, with

@@ -66,6 +66,13 @@ def _read_demo() -> tuple[dict[str, dict[str, list]], list[Path], int]:
     return splits, files, skipped
 
 
+def demo_texts(split: str = "train") -> list[str]:
+    """The built-in reviews of one split, in file order (DataError when the files are missing or damaged)."""
+    if split not in DEMO_SPLITS:
+        raise DataError(f"unknown split {split!r}: choose one of {', '.join(DEMO_SPLITS)}")
+    return list(_read_demo()[0][split]["text"])
+
+
 def demo_facts() -> dict:
     """How many built-in reviews there are per split (and how many eval reviews are revisions), with
     the measured accuracy on real reviews (:data:`DEMO_MEASURED`)."""
