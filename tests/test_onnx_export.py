@@ -91,6 +91,11 @@ def test_export_writes_graphs_tokenizer_and_metadata(exported, tiny_dir):
     ops = {n.op_type for n in onnx.load(str(exported / ex.ONNX_FILE)).graph.node}
     assert "Attention" in ops and "LayerNormalization" in ops and "SkipLayerNormalization" not in ops
     assert meta["optimizer"]["unfused"] == ["SkipLayerNormFusion"]
+    # int8 was made from the smoothed model, its ranges measured on built-in reviews
+    quant = meta["quantization"]
+    assert quant["smoothing"] == "SmoothQuant" and quant["alpha"] == ex.SMOOTH_ALPHA
+    assert quant["calibration_reviews"] == ex.SMOOTH_REVIEWS and quant["layers"] == 2
+    assert not (set(names) & {"smoothed.onnx", "smoothed.raw.onnx", "raw.onnx"})   # no leftovers
 
 
 def test_fp32_graph_agrees_with_pytorch_at_any_batch_and_length(exported, torch_side):
@@ -275,3 +280,60 @@ def test_hub_export_without_token_or_network_stops_with_a_message(tiny_dir):
     assert offline.returncode == 3
     assert "not reachable" in offline.stderr and "nothing was uploaded" in offline.stderr
     assert "Traceback" not in offline.stderr
+
+
+def test_smoothing_computes_the_same_function_with_other_weights(torch_side):
+    import torch
+    model, tok = torch_side
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    smoothed, facts = ex._smooth_for_int8(model, tok, 64)
+    assert facts == {"smoothing": "SmoothQuant", "alpha": ex.SMOOTH_ALPHA, "calibration_reviews": ex.SMOOTH_REVIEWS,
+                     "layers": 2}
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())    # the model itself is untouched
+    moved = [k for k, v in smoothed.state_dict().items() if k in before and not torch.equal(v, before[k])]
+    assert not any(".attention.self.query." in k or ".attention.self.key." in k for k in moved)  # not asked for
+    assert any(k.endswith("attention.self.value.bias") for k in moved)            # folded into value's rows
+    assert any(k.endswith("output.dense.weight") and "attention" not in k for k in moved)
+    enc = encode(tok, TEXTS)
+    np.testing.assert_allclose(torch_logits(smoothed, enc), torch_logits(model, enc), atol=1e-4)
+
+
+def test_smoothing_is_skipped_for_encoders_not_shaped_like_bert():
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    from lib.sources.models import load_tokenizer
+    config = DistilBertConfig(vocab_size=30522, dim=32, hidden_dim=64, n_layers=1, n_heads=2, num_labels=2)
+    model = DistilBertForSequenceClassification(config).eval()
+    smoothed, facts = ex._smooth_for_int8(model, load_tokenizer("bundled-minilm"), 32)
+    assert smoothed is None and facts == {"smoothing": None, "why": "not a BERT-style encoder"}
+
+
+def test_smoothing_shrinks_int8_error_on_the_bundled_minilm(tmp_path):
+    """Real weights (the bundled MiniLM's encoder has the outlier channels smoothing is for): int8 made
+    from the smoothed model is closer to full precision than int8 of the plain graph."""
+    import torch
+
+    from lib.sources.demo_data import demo_texts
+    from lib.sources.models import BUNDLED_MODEL, load_model, load_tokenizer
+    torch.manual_seed(0)
+    folder = tmp_path / "minilm"
+    load_model(BUNDLED_MODEL, ["NEGATIVE", "POSITIVE"]).save_pretrained(folder)
+    tok = load_tokenizer(BUNDLED_MODEL)
+    tok.save_pretrained(folder)
+    out = ex.export_onnx(folder, tmp_path / "onnx", quantize=True)
+    assert ex.read_meta(out)["quantization"]["smoothing"] == "SmoothQuant"
+    ex._quantize(out / ex.ONNX_FILE, tmp_path / "plain.int8.onnx")
+    fp32 = ox.OnnxClassifier(out)
+    smooth = ox.OnnxClassifier(out, precision="int8")
+    plain = ox.OnnxClassifier(tmp_path / "plain.int8.onnx")
+    texts = demo_texts("test")[::10][:48]
+    errors = {"smooth": [], "plain": []}
+    for start in range(0, len(texts), 8):
+        enc = encode(tok, texts[start:start + 8])
+        ref = fp32.logits(**enc)
+        gap = ref[:, 1] - ref[:, 0]
+        for name, clf in (("smooth", smooth), ("plain", plain)):
+            got = clf.logits(**enc)
+            errors[name] += list(np.abs((got[:, 1] - got[:, 0]) - gap))
+    smooth_err, plain_err = float(np.median(errors["smooth"])), float(np.median(errors["plain"]))
+    assert smooth_err < 0.8 * plain_err, (smooth_err, plain_err)

@@ -240,6 +240,26 @@ def test_int8_rereads_the_reviews_it_is_unsure_of_in_full_precision(served, tmp_
     assert "not re-read in full precision" in broken.runtime_note and broken.rechecked == 0
 
 
+def test_an_older_unsmoothed_int8_graph_rereads_with_its_own_wider_gap(served, tmp_path, monkeypatch):
+    import lib.serving.predictor as pr
+    texts = [*TEXTS, "Fine, I guess.", "Not bad at all."]
+    monkeypatch.setattr(pr, "INT8_RECHECK_GAP", 0.0)              # smoothed graphs: never re-read
+    monkeypatch.setattr(pr, "INT8_RECHECK_GAP_UNSMOOTHED", 100.0)  # older graphs: always re-read
+    assert ex.read_meta(served / "onnx")["quantization"]["smoothing"] == "SmoothQuant"
+    model = Predictor(served, precision="int8")
+    model.predict(texts)
+    assert model.rechecked == 0
+    older = tmp_path / "older"
+    shutil.copytree(served, older)
+    meta = ex.read_meta(older / "onnx")
+    for key in ("smoothing", "alpha", "calibration_reviews", "layers"):
+        meta["quantization"].pop(key)
+    (older / "onnx" / ex.META_FILE).write_text(json.dumps(meta))
+    model = Predictor(older, precision="int8")
+    model.predict(texts)
+    assert model.runtime == "onnx" and model.rechecked == len(texts)
+
+
 def test_a_graph_reading_weights_from_outside_its_folder_is_refused(served, tmp_path):
     import onnx
 

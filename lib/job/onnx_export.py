@@ -68,13 +68,17 @@ KEEP_FLOAT = ("pooler", "classifier", "pre_classifier")   # module names whose w
 
 # Before int8 quantization the activations' channel ranges move into the weights (SmoothQuant, Xiao et
 # al. 2023, with migration strength SMOOTH_ALPHA): one activation channel with a range ten times the
-# others' otherwise costs every other channel most of its 8 bits. Measured on the demo model, two samples
-# of 1,500 IMDb reviews: the median error of int8's logit gap went from 0.087 to 0.044-0.052, the largest
-# from 2.7-3.2 to 1.8-2.1, and int8 alone gave full precision's label on 98.2-98.9 % of reviews instead of
-# 97.4-98.1 %, at about 5 % more time per review (BENCHMARKS.md, "Predictions"). The ranges come from
+# others' otherwise costs every other channel most of its 8 bits. SMOOTH_GROUPS says whose inputs: the
+# attention output's (folded into value's rows, free) and the feed-forward block's two (one elementwise
+# multiply each). The query/key/value input is left alone: the multiply there keeps onnxruntime from
+# fusing attention, and a single review took 24 % longer. Measured on the demo model, two samples of
+# 1,500 IMDb reviews: the median error of int8's logit gap went from 0.087 to 0.051, the largest from
+# 2.7-3.2 to 1.8-2.6, and int8 alone gave full precision's label on 98.3-98.5 % of reviews instead of
+# 97.4-98.1 %, for about 4 % more time per review (BENCHMARKS.md, "Predictions"). The ranges come from
 # SMOOTH_REVIEWS built-in reviews (an export takes a few seconds longer).
 SMOOTH_ALPHA = 1.0
 SMOOTH_REVIEWS = 256
+SMOOTH_GROUPS = ("out", "up", "down")   # of "qkv", "out", "up", "down"
 INSTALL_HINT = "pip install onnxruntime (or pip install -r requirements.txt)"
 
 # Reviews written for the agreement check (short, long, mixed, negated): the export is compared with
@@ -354,13 +358,14 @@ def _bert_layers(model) -> list:
 
 
 def _smooth_for_int8(model, tokenizer, max_length: int):
-    """A copy of ``model`` computing the same function whose linear layers' inputs have equal channel
-    ranges (SmoothQuant): for each input channel j with activation range a_j (measured on built-in
-    reviews) and weight range w_j, s_j = a_j^alpha / w_j^(1-alpha); the input is divided by s and the
-    weight's column j multiplied by s_j. Where the division can be folded into the layer before (the
-    attention output's input is softmax-weighted values: value's rows absorb it) it is; elsewhere it is one
-    elementwise multiply in the graph (the query/key/value input, the FFN's two inputs). Returns (model,
-    facts), or (None, why) when the architecture is not BERT-style or no calibration reviews exist."""
+    """A copy of ``model`` computing the same function whose linear layers' inputs (those of
+    SMOOTH_GROUPS) have equal channel ranges (SmoothQuant). For each input channel j with activation
+    range a_j (measured on built-in reviews) and weight range w_j, s_j = a_j^alpha / w_j^(1-alpha); the
+    input is divided by s and the weight's column j multiplied by s_j. Where the division can be folded
+    into the layer before, it is: the attention output's input is softmax-weighted values, so value's
+    rows absorb it. Elsewhere it is one elementwise multiply in the graph (the FFN's two inputs, and
+    query/key/value's when asked). Returns (model, facts), or (None, why) when the architecture is not
+    BERT-style or no calibration reviews exist."""
     import copy
 
     import torch
@@ -405,18 +410,22 @@ def _smooth_for_int8(model, tokenizer, max_length: int):
     with torch.no_grad():
         for i, layer in enumerate(layers):
             sa = layer.attention.self
-            qkv = [sa.query, sa.key, sa.value]
-            s = scales(ranges[(i, "qkv")], qkv)
-            for lin in qkv:
-                lin.weight.mul_(s)
-            sa.register_forward_pre_hook(_divide_first(1.0 / s), with_kwargs=True)
+            if "qkv" in SMOOTH_GROUPS:
+                qkv = [sa.query, sa.key, sa.value]
+                s = scales(ranges[(i, "qkv")], qkv)
+                for lin in qkv:
+                    lin.weight.mul_(s)
+                sa.register_forward_pre_hook(_divide_first(1.0 / s), with_kwargs=True)
             out = layer.attention.output.dense
-            s = scales(ranges[(i, "out")], [out])
-            sa.value.weight.div_(s[:, None])
-            if sa.value.bias is not None:
-                sa.value.bias.div_(s)
-            out.weight.mul_(s)
+            if "out" in SMOOTH_GROUPS:
+                s = scales(ranges[(i, "out")], [out])
+                sa.value.weight.div_(s[:, None])
+                if sa.value.bias is not None:
+                    sa.value.bias.div_(s)
+                out.weight.mul_(s)
             for key, lin in (("up", layer.intermediate.dense), ("down", layer.output.dense)):
+                if key not in SMOOTH_GROUPS:
+                    continue
                 s = scales(ranges[(i, key)], [lin])
                 lin.weight.mul_(s)
                 lin.register_forward_pre_hook(_divide_first(1.0 / s), with_kwargs=True)

@@ -58,10 +58,10 @@ ONNX_MAX_BATCH = 4
 
 # int8 answers a review alone when it is sure; when the gap between its top two logits (uncalibrated) is
 # below this, the export's full-precision graph reads the review again and its answer is the one given.
-# Dynamic int8 moves some reviews' logit gap by up to 1-2 (most by under 0.05), so labels near the
+# Dynamic int8 moves some reviews' logit gap by up to 1.8-2.6 (most by under 0.05), so labels near the
 # boundary could flip. On the demo model and two samples of 1,500 IMDb reviews, the smoothed int8 graph
-# (lib.job.onnx_export.SMOOTH_ALPHA) alone gave full precision's label on 98.2-98.9 %, and with the
-# re-read of the ~3 % within 0.5 on 99.6-99.7 %; the unsmoothed graph of older exports needed 0.75 (4.2-4.5 %
+# (lib.job.onnx_export.SMOOTH_GROUPS) alone gave full precision's label on 98.3-98.5 %, and with the
+# re-read of the ~3 % within 0.5 on 99.5-99.7 %; the unsmoothed graph of older exports needed 0.75 (4.2-4.5 %
 # re-read) for 99.3-99.4 % (BENCHMARKS.md, "Predictions").
 INT8_RECHECK_GAP = 0.5
 INT8_RECHECK_GAP_UNSMOOTHED = 0.75     # for int8 graphs exported before smoothing (onnx.json says which)
